@@ -1,0 +1,37 @@
+# itsacat: `make run` runs the pipeline, `make test` runs the tests. Both set themselves up.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+EXTRAS ?= dev
+
+.PHONY: run test setup lint typecheck bench clean
+
+$(VENV)/.installed-$(EXTRAS): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+setup: $(VENV)/.installed-$(EXTRAS)
+
+run: setup  ## pull the data, run the pipeline, show the metrics
+	dvc pull --quiet
+	dvc repro
+	dvc metrics show
+
+test: setup  ## the whole test suite
+	bash tests/system-deps.sh
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+bench: EXTRAS = dev,bench
+bench: setup
+	$(PY) bench/train_speed.py
+
+clean:
+	rm -rf $(VENV) prepared model insight eval dvclive metrics.json

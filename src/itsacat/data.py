@@ -1,0 +1,250 @@
+"""Data at the boundary: h5 files, image bytes, and the one preprocessing function.
+
+Images are uint8 arrays (m, 64, 64, 3). `preprocess` turns them into network input
+X (12288, m): flattened in (row, column, channel) order, scaled to [0, 1], and centred on
+the training mean when the model was trained that way. Training, evaluation, the HTTP
+endpoint, the Lambda and the SageMaker handler all go through `preprocess`; a test proves it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from itsacat.errors import DataError, ImageError
+
+IMAGE_SIZE = 64
+N_X = IMAGE_SIZE * IMAGE_SIZE * 3
+CLASSES = ("non-cat", "cat")
+MAX_PIXELS = 50_000_000  # a 50-megapixel photo; a 20000×20000 PNG bomb is refused
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Photos and their labels (1 = cat)."""
+
+    images: NDArray[np.uint8]  # (m, 64, 64, 3)
+    labels: NDArray[np.uint8]  # (m,)
+    classes: tuple[str, ...] = CLASSES
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, idx: NDArray[np.intp]) -> Dataset:
+        return Dataset(self.images[idx], self.labels[idx], self.classes)
+
+
+def load_h5(path: str | Path, split: str) -> Dataset:
+    """Read `{split}_set_x`, `{split}_set_y` and `list_classes` from an h5 file, validated."""
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist; run `dvc pull` to fetch the data set")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(f"{path} is not a readable HDF5 file ({exc}); run `dvc pull` again")
+    with f:
+        x_key, y_key = f"{split}_set_x", f"{split}_set_y"
+        missing = [k for k in (x_key, y_key, "list_classes") if k not in f]
+        if missing:
+            raise DataError(
+                f"{path} lacks the key(s) {', '.join(missing)}; it holds "
+                f"{', '.join(sorted(f.keys())) or 'nothing'} (expected a {split} split file)"
+            )
+        images = np.asarray(f[x_key][()])
+        labels = np.asarray(f[y_key][()])
+        classes = tuple(
+            c.decode() if isinstance(c, bytes) else str(c) for c in np.asarray(f["list_classes"])
+        )
+    if images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
+        raise DataError(
+            f"{path}: {x_key} must have shape (m, 64, 64, 3), got {images.shape}"
+        )
+    if images.dtype != np.uint8:
+        raise DataError(f"{path}: {x_key} must be uint8 pixels, got {images.dtype}")
+    labels = labels.reshape(-1)
+    if labels.shape[0] != images.shape[0]:
+        raise DataError(
+            f"{path}: {y_key} has {labels.shape[0]} labels for {images.shape[0]} images"
+        )
+    if not np.issubdtype(labels.dtype, np.integer) or not np.isin(labels, (0, 1)).all():
+        bad = sorted(set(np.unique(labels).tolist()) - {0, 1})[:5]
+        raise DataError(f"{path}: {y_key} must hold only 0 (non-cat) and 1 (cat), found {bad}")
+    if len(classes) != 2:
+        raise DataError(f"{path}: list_classes must name 2 classes, got {list(classes)}")
+    return Dataset(images, labels.astype(np.uint8), classes)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What turns pixels into network input; it travels inside the model."""
+
+    scale: float = 1.0 / 255.0
+    mean: NDArray[np.float32] | None = None  # (N_X, 1) training mean after scaling
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image_size": IMAGE_SIZE,
+            "layout": "flatten (row, column, channel) into columns",
+            "scale": self.scale,
+            "center": self.mean is not None,
+        }
+
+
+def fit_preprocessing(images: NDArray[np.uint8], center: bool) -> Preprocessing:
+    """The preprocessing fitted on training images: scale, and their mean if `center`."""
+    if not center:
+        return Preprocessing()
+    X = preprocess(images, Preprocessing(), "float64")
+    return Preprocessing(mean=X.mean(axis=1, keepdims=True).astype(np.float32))
+
+
+def preprocess(
+    images: NDArray[np.uint8], prep: Preprocessing, dtype: str = "float32"
+) -> NDArray[Any]:
+    """uint8 images (m, 64, 64, 3) → network input X (12288, m), C-contiguous."""
+    if images.ndim == 3:
+        images = images[None]
+    if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
+        raise ImageError(f"images must have shape (m, 64, 64, 3), got {images.shape}")
+    m = images.shape[0]
+    X = np.empty((N_X, m), dtype=dtype)
+    np.multiply(images.reshape(m, N_X).T, prep.scale, out=X, casting="unsafe")
+    if prep.mean is not None:
+        X -= prep.mean.astype(dtype, copy=False)
+    return X
+
+
+def decode_image(data: bytes, size: int = IMAGE_SIZE) -> NDArray[np.uint8]:
+    """Image bytes of any size and mode → (size, size, 3) uint8 RGB.
+
+    EXIF orientation is honoured, transparency is flattened onto white, and the photo is
+    centre-cropped to a square before it is shrunk. JPEGs are decoded at a reduced scale
+    (`draft`), so a 12-megapixel photo costs about as much as a thumbnail.
+    """
+    from PIL import Image, ImageOps
+
+    if not data:
+        raise ImageError("the image is empty (0 bytes); send the bytes of a JPEG or PNG file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if img.format not in ALLOWED_FORMATS:
+                raise ImageError(
+                    f"unsupported image format {img.format}; send a JPEG or PNG"
+                )
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                raise ImageError(
+                    f"the image is {width}×{height} pixels, more than the {MAX_PIXELS:,} "
+                    "allowed; send a smaller photo"
+                )
+            if img.format == "JPEG":
+                side = min(width, height)
+                scale = max(1, side // (2 * size))
+                img.draft("RGB", (max(size, width // scale), max(size, height // scale)))
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                rgba = img.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(background, rgba)
+            img = img.convert("RGB")
+            img = ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            return np.asarray(img, dtype=np.uint8)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(
+            f"the image is larger than the {MAX_PIXELS:,} pixels allowed; send a smaller photo"
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(
+            f"the bytes are not a readable image ({exc}); send a complete JPEG or PNG file"
+        ) from None
+
+
+def stratified_split(
+    labels: NDArray[np.uint8], fraction: float, rng: np.random.Generator
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Indices (train, val) with about `fraction` of each class in val, both sorted."""
+    if fraction <= 0:
+        return np.arange(labels.shape[0]), np.arange(0)
+    val: list[NDArray[np.intp]] = []
+    for cls in (0, 1):
+        idx = np.flatnonzero(labels == cls)
+        n_val = int(round(fraction * idx.shape[0]))
+        val.append(rng.permutation(idx)[:n_val])
+    val_idx = np.sort(np.concatenate(val))
+    train_idx = np.setdiff1d(np.arange(labels.shape[0]), val_idx)
+    return train_idx, val_idx
+
+
+def find_duplicates(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> list[tuple[int, int]]:
+    """Pairs (i, j) where photo a[i] is pixel-for-pixel photo b[j]."""
+    seen: dict[bytes, list[int]] = {}
+    for i, img in enumerate(a):
+        seen.setdefault(hashlib.sha256(img.tobytes()).digest(), []).append(i)
+    pairs = []
+    for j, img in enumerate(b):
+        for i in seen.get(hashlib.sha256(img.tobytes()).digest(), []):
+            pairs.append((i, j))
+    return pairs
+
+
+def save_split(path: str | Path, dataset: Dataset) -> None:
+    """Write a prepared split (images, labels) as an .npz, atomically."""
+    from itsacat.fileio import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, images=dataset.images, labels=dataset.labels,
+             classes=np.asarray(dataset.classes))
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_split(path: str | Path) -> Dataset:
+    """Read a split written by `save_split`."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist; run the prepare stage (`dvc repro prepare`)")
+    with np.load(path, allow_pickle=False) as npz:
+        return Dataset(npz["images"], npz["labels"], tuple(str(c) for c in npz["classes"]))
+
+
+def save_preprocessing(directory: str | Path, prep: Preprocessing) -> None:
+    """Write the fitted preprocessing (its JSON description and the mean, if any)."""
+    import json
+
+    from itsacat.fileio import atomic_write_bytes, atomic_write_text
+
+    directory = Path(directory)
+    atomic_write_text(directory / "preprocessing.json", json.dumps(prep.to_json(), indent=2))
+    buf = io.BytesIO()
+    mean = prep.mean if prep.mean is not None else np.zeros((0, 1), np.float32)
+    np.savez(buf, mean=mean)
+    atomic_write_bytes(directory / "preprocessing.npz", buf.getvalue())
+
+
+def load_preprocessing(directory: str | Path) -> Preprocessing:
+    import json
+
+    directory = Path(directory)
+    try:
+        spec = json.loads((directory / "preprocessing.json").read_text())
+        with np.load(directory / "preprocessing.npz", allow_pickle=False) as npz:
+            mean = npz["mean"]
+    except FileNotFoundError:
+        raise DataError(
+            f"{directory} holds no fitted preprocessing; run `dvc repro prepare`"
+        ) from None
+    return Preprocessing(scale=float(spec["scale"]), mean=mean if spec["center"] else None)

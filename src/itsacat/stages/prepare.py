@@ -1,0 +1,78 @@
+"""DVC stage `prepare`: validate the h5 files, split off a validation set, fit preprocessing.
+
+    python -m itsacat.stages.prepare          (what `dvc repro prepare` runs)
+
+Reads data/{train,test}_catvnoncat.h5 and params `prepare.*`; writes prepared/: train.npz,
+val.npz, test.npz (uint8 images and labels), preprocessing.json/.npz (the scale and the
+training mean that every later path applies) and summary.json (counts, class balance, and
+photos that appear in both train and test).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from itsacat.config import PrepareParams, load_params
+from itsacat.data import (
+    find_duplicates,
+    fit_preprocessing,
+    load_h5,
+    save_preprocessing,
+    save_split,
+    stratified_split,
+)
+from itsacat.fileio import atomic_write_text
+from itsacat.stages._common import run_stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Paths:
+    train_h5: Path = Path("data/train_catvnoncat.h5")
+    test_h5: Path = Path("data/test_catvnoncat.h5")
+    out: Path = Path("prepared")
+
+
+def prepare(params: PrepareParams, paths: Paths = Paths()) -> dict[str, object]:
+    """Do the stage's work and return its summary."""
+    train_all = load_h5(paths.train_h5, "train")
+    test = load_h5(paths.test_h5, "test")
+    rng = np.random.default_rng(params.seed)
+    train_idx, val_idx = stratified_split(train_all.labels, params.val_fraction, rng)
+    train, val = train_all.subset(train_idx), train_all.subset(val_idx)
+    prep = fit_preprocessing(train.images, params.center)
+
+    duplicates = find_duplicates(train_all.images, test.images)
+    for i, j in duplicates:
+        log.warning("photo %d of train is photo %d of test: test accuracy is optimistic", i, j)
+    for name, split in (("train", train), ("val", val), ("test", test)):
+        save_split(paths.out / f"{name}.npz", split)
+    save_preprocessing(paths.out, prep)
+    summary: dict[str, object] = {
+        name: {"photos": len(s), "cats": int(s.labels.sum()),
+               "cat_share": round(float(s.labels.mean()), 4) if len(s) else None}
+        for name, s in (("train", train), ("val", val), ("test", test))
+    }
+    summary["train_test_duplicates"] = [{"train": i, "test": j} for i, j in duplicates]
+    atomic_write_text(paths.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    log.info(
+        "prepared %d train, %d val, %d test photos (cats: %.0f%% / %s / %.0f%%); centred: %s",
+        len(train), len(val), len(test), 100 * train.labels.mean(),
+        f"{100 * val.labels.mean():.0f}%" if len(val) else "-", 100 * test.labels.mean(),
+        params.center,
+    )
+    return summary
+
+
+def main() -> int:
+    return run_stage(lambda: prepare(load_params().prepare) and None)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -80,16 +80,24 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     if args.layer is None:
         rows = insight.layer_rows(epoch)
         print(f"per-layer insight at epoch {epoch} (recorded: {epochs[0]}…{epochs[-1]})")
-        print(_table(("layer", "size", *LAYER_STATS),
-                     [[r["layer"], r["size"], *(r[s] for s in LAYER_STATS)] for r in rows]))
+        print(
+            _table(
+                ("layer", "size", *LAYER_STATS),
+                [[r["layer"], r["size"], *(r[s] for s in LAYER_STATS)] for r in rows],
+            )
+        )
         return 0
     if not 1 <= args.layer <= insight.n_layers:
         raise ItsacatError(f"--layer must be 1…{insight.n_layers}, got {args.layer}")
     stats = insight.perceptrons(args.layer, epoch)
     n = len(stats["act_mean"])
     print(f"layer {args.layer}: {n} perceptrons at epoch {epoch}")
-    print(_table(("unit", *PERCEPTRON_STATS),
-                 [[i, *(float(stats[s][i]) for s in PERCEPTRON_STATS)] for i in range(n)]))
+    print(
+        _table(
+            ("unit", *PERCEPTRON_STATS),
+            [[i, *(float(stats[s][i]) for s in PERCEPTRON_STATS)] for i in range(n)],
+        )
+    )
     return 0
 
 
@@ -109,8 +117,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     for layer in p.trace or []:
         out = layer.outputs
         fired = sum(v > (0.5 if layer.activation == "sigmoid" else 0.0) for v in out)
-        print(f"layer {layer.layer} ({layer.activation}, {len(out)} perceptrons, "
-              f"{fired} fired): " + " ".join(f"{v:.3f}" for v in out))
+        print(
+            f"layer {layer.layer} ({layer.activation}, {len(out)} perceptrons, "
+            f"{fired} fired): " + " ".join(f"{v:.3f}" for v in out)
+        )
     print(f"verdict: {p.label} (P(cat) = {p.probability:.3f}), model {p.model_version}")
     return 0
 
@@ -118,8 +128,11 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="itsacat", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, text in (("prepare", "run the prepare stage"), ("train", "run the train stage"),
-                       ("evaluate", "run the evaluate stage")):
+    for name, text in (
+        ("prepare", "run the prepare stage"),
+        ("train", "run the train stage"),
+        ("evaluate", "run the evaluate stage"),
+    ):
         sub.add_parser(name, help=text).set_defaults(func=_cmd_stage)
 
     p = sub.add_parser("predict", help="classify photos (JPEG, PNG, any size)")

@@ -210,9 +210,7 @@ def params_from_dict(raw: Any, source: str = "params.yaml") -> Params:
                 f"unknown section {name!r} ({source}); known sections: "
                 + ", ".join(sorted(sections))
             )
-    params = Params(
-        **{name: _build_section(hints[name], name, raw[name], source) for name in raw}
-    )
+    params = Params(**{name: _build_section(hints[name], name, raw[name], source) for name in raw})
     params.check(source)
     return params
 

@@ -67,9 +67,7 @@ def load_h5(path: str | Path, split: str) -> Dataset:
             c.decode() if isinstance(c, bytes) else str(c) for c in np.asarray(f["list_classes"])
         )
     if images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
-        raise DataError(
-            f"{path}: {x_key} must have shape (m, 64, 64, 3), got {images.shape}"
-        )
+        raise DataError(f"{path}: {x_key} must have shape (m, 64, 64, 3), got {images.shape}")
     if images.dtype != np.uint8:
         raise DataError(f"{path}: {x_key} must be uint8 pixels, got {images.dtype}")
     labels = labels.reshape(-1)
@@ -141,9 +139,7 @@ def decode_image(data: bytes, size: int = IMAGE_SIZE) -> NDArray[np.uint8]:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             if img.format not in ALLOWED_FORMATS:
-                raise ImageError(
-                    f"unsupported image format {img.format}; send a JPEG or PNG"
-                )
+                raise ImageError(f"unsupported image format {img.format}; send a JPEG or PNG")
             width, height = img.size
             if width * height > MAX_PIXELS:
                 raise ImageError(
@@ -160,7 +156,10 @@ def decode_image(data: bytes, size: int = IMAGE_SIZE) -> NDArray[np.uint8]:
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 img = Image.alpha_composite(background, rgba)
             img = img.convert("RGB")
-            img = ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            w, h = img.size
+            side = min(w, h)
+            box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+            img = img.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
             return np.asarray(img, dtype=np.uint8)
     except ImageError:
         raise
@@ -207,8 +206,7 @@ def save_split(path: str | Path, dataset: Dataset) -> None:
     from itsacat.fileio import atomic_write_bytes
 
     buf = io.BytesIO()
-    np.savez(buf, images=dataset.images, labels=dataset.labels,
-             classes=np.asarray(dataset.classes))
+    np.savez(buf, images=dataset.images, labels=dataset.labels, classes=np.asarray(dataset.classes))
     atomic_write_bytes(Path(path), buf.getvalue())
 
 

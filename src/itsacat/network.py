@@ -197,4 +197,3 @@ def backward(net: Network, cache: Cache, Y: Array, l2: float = 0.0) -> Grads:
 def predict_proba(net: Network, X: Array) -> Array:
     """P(cat) for each column of X: (1, m)."""
     return forward(net, X).A[-1]
-

@@ -73,8 +73,9 @@ def confusion_matrix(c: dict[str, int], path: str | Path, classes: Sequence[str]
     fig, ax = plt.subplots(figsize=(3.6, 3.2))
     ax.imshow(grid, cmap="Blues")
     for (i, j), v in np.ndenumerate(grid):
-        ax.text(j, i, str(v), ha="center", va="center",
-                color="white" if v > grid.max() / 2 else "black")
+        ax.text(
+            j, i, str(v), ha="center", va="center", color="white" if v > grid.max() / 2 else "black"
+        )
     ax.set_xticks([0, 1], [f"pred {c}" for c in classes])
     ax.set_yticks([0, 1], [f"true {c}" for c in classes])
     ax.set_title("confusion (test)")
@@ -105,14 +106,23 @@ def insight_perceptrons(insight: Insight, path: str | Path, stat: str = "act_mea
     plt = _pyplot()
     L = insight.n_layers
     heights = [insight.units[f"L{l}_{stat}"].shape[1] for l in range(1, L + 1)]
-    fig, axes = plt.subplots(L, 1, figsize=(10, 1.2 + 0.25 * sum(heights)),
-                             gridspec_kw={"height_ratios": [max(h, 1) for h in heights]},
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        L,
+        1,
+        figsize=(10, 1.2 + 0.25 * sum(heights)),
+        gridspec_kw={"height_ratios": [max(h, 1) for h in heights]},
+        squeeze=False,
+    )
     epochs = insight.epochs
     for l, ax in zip(range(1, L + 1), axes[:, 0], strict=True):
         grid = insight.units[f"L{l}_{stat}"].T  # (n_l, records)
-        im = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest",
-                       extent=(float(epochs[0]), float(epochs[-1]), grid.shape[0] - 0.5, -0.5))
+        im = ax.imshow(
+            grid,
+            aspect="auto",
+            cmap="viridis",
+            interpolation="nearest",
+            extent=(float(epochs[0]), float(epochs[-1]), grid.shape[0] - 0.5, -0.5),
+        )
         ax.set_ylabel(f"layer {l}")
         fig.colorbar(im, ax=ax, pad=0.01)
     axes[-1, 0].set_xlabel("epoch")

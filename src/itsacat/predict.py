@@ -67,9 +67,7 @@ class Predictor:
         X = preprocess(images, self.model.preprocessing, "float32")
         return forward(self.model.network, X).A[-1][0]
 
-    def predict_images(
-        self, images: NDArray[np.uint8], trace: bool = False
-    ) -> list[Prediction]:
+    def predict_images(self, images: NDArray[np.uint8], trace: bool = False) -> list[Prediction]:
         """One `Prediction` per image, with the per-layer trace when asked."""
         X = preprocess(images, self.model.preprocessing, "float32")
         cache = forward(self.model.network, X)

@@ -97,7 +97,11 @@ def fit(
     started = time.perf_counter()
     log.info(
         "training %s on %d photos: %s, batch %d, %d epochs (direct path)",
-        net.sizes, m, train.optimizer, batch, train.epochs,
+        net.sizes,
+        m,
+        train.optimizer,
+        batch,
+        train.epochs,
     )
 
     for epoch in range(1, train.epochs + 1):
@@ -156,6 +160,7 @@ def fit(
             break
 
     result.seconds = time.perf_counter() - started
-    log.info("stopped after %d epochs: %s (%.2f s)", result.epochs_run, result.stopped,
-             result.seconds)
+    log.info(
+        "stopped after %d epochs: %s (%.2f s)", result.epochs_run, result.stopped, result.seconds
+    )
     return result

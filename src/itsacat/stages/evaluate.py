@@ -56,8 +56,10 @@ def evaluate(params: EvaluateParams, paths: Paths = Paths()) -> dict[str, Any]:
         if len(split) == 0:
             continue
         probs[name] = predictor.predict_proba(split.images)
-        metrics[name] = {k: round(v, 6) for k, v in
-                         classification_metrics(split.labels, probs[name], params.threshold).items()}
+        metrics[name] = {
+            k: round(v, 6)
+            for k, v in classification_metrics(split.labels, probs[name], params.threshold).items()
+        }
     weights = next(paths.model.glob("weights-*.npz"))
     metrics["model"] = {
         "size_bytes": weights.stat().st_size,
@@ -70,33 +72,57 @@ def evaluate(params: EvaluateParams, paths: Paths = Paths()) -> dict[str, Any]:
     classes = test.classes
     plots_dir = paths.out / "plots"
     fpr, tpr, thr = roc_curve(test.labels, p_test)
-    _json(plots_dir / "roc.json", {"roc": [
-        {"fpr": round(float(f), 6), "tpr": round(float(t), 6),
-         "threshold": None if not np.isfinite(h) else round(float(h), 6)}
-        for f, t, h in zip(fpr, tpr, thr, strict=True)]})
+    _json(
+        plots_dir / "roc.json",
+        {
+            "roc": [
+                {
+                    "fpr": round(float(f), 6),
+                    "tpr": round(float(t), 6),
+                    "threshold": None if not np.isfinite(h) else round(float(h), 6),
+                }
+                for f, t, h in zip(fpr, tpr, thr, strict=True)
+            ]
+        },
+    )
     predicted = p_test >= params.threshold
-    _json(plots_dir / "confusion.json", [
-        {"actual": classes[int(y)], "predicted": classes[int(p)]}
-        for y, p in zip(test.labels, predicted, strict=True)])
-    _json(paths.out / "predictions.json", [
-        {"index": i, "label": int(y), "probability": round(float(p), 6)}
-        for i, (y, p) in enumerate(zip(test.labels, p_test, strict=True))])
+    _json(
+        plots_dir / "confusion.json",
+        [
+            {"actual": classes[int(y)], "predicted": classes[int(p)]}
+            for y, p in zip(test.labels, predicted, strict=True)
+        ],
+    )
+    _json(
+        paths.out / "predictions.json",
+        [
+            {"index": i, "label": int(y), "probability": round(float(p), 6)}
+            for i, (y, p) in enumerate(zip(test.labels, p_test, strict=True))
+        ],
+    )
 
     plots.roc(fpr, tpr, metrics["test"]["roc_auc"], paths.out / "roc.png")
-    plots.confusion_matrix(confusion(test.labels, p_test, params.threshold),
-                           paths.out / "confusion.png", classes)
+    plots.confusion_matrix(
+        confusion(test.labels, p_test, params.threshold), paths.out / "confusion.png", classes
+    )
     wrong = np.flatnonzero(predicted != test.labels.astype(bool))[: params.gallery_size]
-    plots.gallery(test.images[wrong],
-                  [f"#{i} {classes[int(test.labels[i])]}\nP(cat)={p_test[i]:.2f}" for i in wrong],
-                  paths.out / "misclassified.png",
-                  f"misclassified test photos ({len(wrong)} shown)")
+    plots.gallery(
+        test.images[wrong],
+        [f"#{i} {classes[int(test.labels[i])]}\nP(cat)={p_test[i]:.2f}" for i in wrong],
+        paths.out / "misclassified.png",
+        f"misclassified test photos ({len(wrong)} shown)",
+    )
     insight = load_insight(paths.insight)
     if insight.rows:
         plots.insight_layers(insight, paths.out / "insight_layers.png")
         plots.insight_perceptrons(insight, paths.out / "insight_perceptrons.png")
-    log.info("test: accuracy %.3f, F1 %.3f, ROC AUC %.3f, log loss %.3f",
-             metrics["test"]["accuracy"], metrics["test"]["f1"], metrics["test"]["roc_auc"],
-             metrics["test"]["log_loss"])
+    log.info(
+        "test: accuracy %.3f, F1 %.3f, ROC AUC %.3f, log loss %.3f",
+        metrics["test"]["accuracy"],
+        metrics["test"]["f1"],
+        metrics["test"]["roc_auc"],
+        metrics["test"]["log_loss"],
+    )
     return metrics
 
 

@@ -55,16 +55,23 @@ def prepare(params: PrepareParams, paths: Paths = Paths()) -> dict[str, object]:
         save_split(paths.out / f"{name}.npz", split)
     save_preprocessing(paths.out, prep)
     summary: dict[str, object] = {
-        name: {"photos": len(s), "cats": int(s.labels.sum()),
-               "cat_share": round(float(s.labels.mean()), 4) if len(s) else None}
+        name: {
+            "photos": len(s),
+            "cats": int(s.labels.sum()),
+            "cat_share": round(float(s.labels.mean()), 4) if len(s) else None,
+        }
         for name, s in (("train", train), ("val", val), ("test", test))
     }
     summary["train_test_duplicates"] = [{"train": i, "test": j} for i, j in duplicates]
     atomic_write_text(paths.out / "summary.json", json.dumps(summary, indent=2) + "\n")
     log.info(
         "prepared %d train, %d val, %d test photos (cats: %.0f%% / %s / %.0f%%); centred: %s",
-        len(train), len(val), len(test), 100 * train.labels.mean(),
-        f"{100 * val.labels.mean():.0f}%" if len(val) else "-", 100 * test.labels.mean(),
+        len(train),
+        len(val),
+        len(test),
+        100 * train.labels.mean(),
+        f"{100 * val.labels.mean():.0f}%" if len(val) else "-",
+        100 * test.labels.mean(),
         params.center,
     )
     return summary

@@ -77,9 +77,12 @@ def train(params: Params, paths: Paths = Paths(), live: Any = None) -> FitResult
                     live.log_metric(f"{split}/{metric}", value)
             live.next_step()
         if bar is None:
-            val = f", val loss {e.val_loss:.4f} acc {e.val_accuracy:.3f}" if e.val_loss is not None else ""
-            log.info("epoch %d: loss %.4f acc %.3f%s", e.epoch, e.train_loss,
-                     e.train_accuracy, val)
+            val = (
+                f", val loss {e.val_loss:.4f} acc {e.val_accuracy:.3f}"
+                if e.val_loss is not None
+                else ""
+            )
+            log.info("epoch %d: loss %.4f acc %.3f%s", e.epoch, e.train_loss, e.train_accuracy, val)
 
     def on_epoch(epoch: int, cost: float) -> None:
         if bar is not None:
@@ -88,13 +91,26 @@ def train(params: Params, paths: Paths = Paths(), live: Any = None) -> FitResult
                 bar.set_postfix(cost=f"{cost:.4f}")
 
     try:
-        result = fit(net, X, Y, tp, rng, X_val=X_val, Y_val=Y_val, on_log=on_log,
-                     on_insight=recorder, on_epoch=on_epoch)
+        result = fit(
+            net,
+            X,
+            Y,
+            tp,
+            rng,
+            X_val=X_val,
+            Y_val=Y_val,
+            on_log=on_log,
+            on_insight=recorder,
+            on_epoch=on_epoch,
+        )
     finally:
         if bar is not None:
             bar.close()
-    host = Network([to_numpy(w) for w in result.network.W],
-                   [to_numpy(b) for b in result.network.b], result.network.activation)
+    host = Network(
+        [to_numpy(w) for w in result.network.W],
+        [to_numpy(b) for b in result.network.b],
+        result.network.activation,
+    )
     metadata = {
         "params": params_to_dict(params),
         "epochs_run": result.epochs_run,

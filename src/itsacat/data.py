@@ -52,7 +52,9 @@ def load_h5(path: str | Path, split: str) -> Dataset:
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise DataError(f"{path} is not a readable HDF5 file ({exc}); run `dvc pull` again")
+        raise DataError(
+            f"{path} is not a readable HDF5 file ({exc}); run `dvc pull` again"
+        ) from None
     with f:
         x_key, y_key = f"{split}_set_x", f"{split}_set_y"
         missing = [k for k in (x_key, y_key, "list_classes") if k not in f]
@@ -182,7 +184,7 @@ def stratified_split(
     val: list[NDArray[np.intp]] = []
     for cls in (0, 1):
         idx = np.flatnonzero(labels == cls)
-        n_val = int(round(fraction * idx.shape[0]))
+        n_val = round(fraction * idx.shape[0])
         val.append(rng.permutation(idx)[:n_val])
     val_idx = np.sort(np.concatenate(val))
     train_idx = np.setdiff1d(np.arange(labels.shape[0]), val_idx)

@@ -13,6 +13,7 @@ the output gradient are computed from the logits, so nothing saturates into NaN 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,7 +78,7 @@ def init_network(
     """
     gain = 2.0 if init == "he" else 1.0
     W, b = [], []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+    for fan_in, fan_out in itertools.pairwise(sizes):
         w = rng.standard_normal((fan_out, fan_in)) * np.sqrt(gain / fan_in)
         W.append(xp.asarray(w.astype(dtype)))
         b.append(xp.zeros((fan_out, 1), dtype=dtype))

@@ -129,6 +129,50 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class AwsParams:
+    """Where the project lives on AWS. Real AWS by configuration alone; tests use moto."""
+
+    region: str = "us-east-1"
+
+    def check(self, source: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class TuneParams:
+    """Hyperparameter search ranges for `itsacat tune` (local DVC queue or SageMaker)."""
+
+    def check(self, source: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class DeployParams:
+    """`itsacat deploy`: target, endpoint names, traffic shifting, smoke test."""
+
+    target: Literal["local", "sagemaker", "lambda"] = "local"
+
+    def check(self, source: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class NotifyParams:
+    """Who hears when training ends, a deploy succeeds or a rollback happens."""
+
+    def check(self, source: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    """The pull-request report: which metrics are guarded, and by how much."""
+
+    def check(self, source: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
 class Params:
     """Everything params.yaml holds. Sections left out take their defaults."""
 
@@ -136,6 +180,11 @@ class Params:
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    aws: AwsParams = field(default_factory=AwsParams)
+    tune: TuneParams = field(default_factory=TuneParams)
+    deploy: DeployParams = field(default_factory=DeployParams)
+    notify: NotifyParams = field(default_factory=NotifyParams)
+    report: ReportParams = field(default_factory=ReportParams)
 
     def check(self, source: str) -> None:
         for f in dataclasses.fields(self):
@@ -160,6 +209,16 @@ def _convert(key: str, value: Any, hint: Any, source: str) -> Any:
         if not isinstance(value, (list, tuple)):
             _fail(key, value, "a list", source)
         return tuple(_convert(key, v, item, source) for v in value)
+    if origin is dict:
+        key_type, item = typing.get_args(hint)
+        if not isinstance(value, Mapping):
+            _fail(key, value, "a mapping", source)
+        return {
+            _convert(key, k, key_type, source): _convert(f"{key}.{k}", v, item, source)
+            for k, v in value.items()
+        }
+    if dataclasses.is_dataclass(hint):
+        return _build_section(hint, key, value, source)
     if hint is bool:
         if not isinstance(value, bool):
             _fail(key, value, "true or false", source)

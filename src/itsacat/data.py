@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,9 @@ from itsacat.errors import DataError, ImageError
 IMAGE_SIZE = 64
 N_X = IMAGE_SIZE * IMAGE_SIZE * 3
 CLASSES = ("non-cat", "cat")
-MAX_PIXELS = 50_000_000  # a 50-megapixel photo; a 20000×20000 PNG bomb is refused
+MAX_PIXELS = 50_000_000  # a 50-megapixel JPEG (decoded at 1/8 scale); a 20000×20000 bomb is refused
+MAX_PIXELS_FULL_DECODE = 25_000_000  # PNG, GIF, … decode at full size: ≤ 100 MB as RGBA
+MIN_SIDE = 16  # smaller images hold too little to classify (a 1×1 pixel is a mistake)
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
 
 
@@ -130,34 +133,41 @@ def decode_image(data: bytes, size: int = IMAGE_SIZE) -> NDArray[np.uint8]:
 
     EXIF orientation is honoured, transparency is flattened onto white, and the photo is
     centre-cropped to a square before it is shrunk. JPEGs are decoded at a reduced scale
-    (`draft`), so a 12-megapixel photo costs about as much as a thumbnail.
+    (`draft`), so a 12-megapixel photo costs about as much as a thumbnail. Only the formats
+    in `ALLOWED_FORMATS` are even tried; images over `MAX_PIXELS` (JPEG) or
+    `MAX_PIXELS_FULL_DECODE` (formats decoded at full size) and images under
+    `MIN_SIDE` pixels a side are refused with an `ImageError` that says why.
     """
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     if not data:
         raise ImageError("the image is empty (0 bytes); send the bytes of a JPEG or PNG file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if img.format not in ALLOWED_FORMATS:
-                raise ImageError(f"unsupported image format {img.format}; send a JPEG or PNG")
+            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
             width, height = img.size
-            if width * height > MAX_PIXELS:
+            limit = MAX_PIXELS if img.format == "JPEG" else MAX_PIXELS_FULL_DECODE
+            if width * height > limit:
                 raise ImageError(
-                    f"the image is {width}×{height} pixels, more than the {MAX_PIXELS:,} "
-                    "allowed; send a smaller photo"
+                    f"the {img.format} image is {width}×{height} pixels, more than the "
+                    f"{limit:,} allowed; send a smaller photo"
+                )
+            if min(width, height) < MIN_SIDE:
+                raise ImageError(
+                    f"the image is {width}×{height} pixels, too small to classify; send a "
+                    f"photo at least {MIN_SIDE}×{MIN_SIDE} (64×64 or larger is best)"
                 )
             if img.format == "JPEG":
-                side = min(width, height)
-                scale = max(1, side // (2 * size))
+                scale = max(1, min(width, height) // (2 * size))
                 img.draft("RGB", (max(size, width // scale), max(size, height // scale)))
-            img = ImageOps.exif_transpose(img)
+            img = _upright(img)
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = img.convert("RGBA")
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 img = Image.alpha_composite(background, rgba)
-            img = img.convert("RGB")
+            if img.mode != "RGB":
+                img = img.convert("RGB")
             w, h = img.size
             side = min(w, h)
             box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
@@ -169,10 +179,46 @@ def decode_image(data: bytes, size: int = IMAGE_SIZE) -> NDArray[np.uint8]:
         raise ImageError(
             f"the image is larger than the {MAX_PIXELS:,} pixels allowed; send a smaller photo"
         ) from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        TypeError,
+        IndexError,
+        KeyError,
+        struct.error,
+    ) as exc:
+        # Pillow's parsers raise any of these on malformed bytes.
         raise ImageError(
             f"the bytes are not a readable image ({exc}); send a complete JPEG or PNG file"
         ) from None
+
+
+_EXIF_KEYS = ("exif", "Raw profile type exif", "xmp", "XML:com.adobe.xmp")
+# EXIF orientation → the `PIL.Image.Transpose` member that makes the photo upright
+_TRANSPOSE = {
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
+}
+
+
+def _upright(img: Any) -> Any:
+    """`img` loaded and turned as its EXIF orientation says (`ImageOps.exif_transpose`'s
+    effect, without parsing EXIF for the many photos that carry none)."""
+    from PIL import Image
+
+    orientation = 1
+    if img.format == "TIFF" or any(k in img.info for k in _EXIF_KEYS):
+        orientation = img.getexif().get(0x0112, 1)
+    img.load()
+    method = _TRANSPOSE.get(orientation)
+    return img if method is None else img.transpose(Image.Transpose[method])
 
 
 def stratified_split(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,12 @@ def make_model(directory: Path, hidden: tuple[int, ...] = (4, 3), seed: int = 0)
     mean = rng.uniform(0.3, 0.6, size=(N_X, 1)).astype(np.float32)
     save_model(Model(net, Preprocessing(mean=mean), metadata={"note": "test"}), directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def model_factory() -> Callable[..., Path]:
+    """`make_model(directory, hidden=(4, 3), seed=0)`, for tests that need several models."""
+    return make_model
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,104 @@
+"""Model directories: save → load → same predictions; interrupted saves keep the old model."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from itsacat.artifacts import Model, load_model, save_model
+from itsacat.data import N_X, Preprocessing
+from itsacat.errors import ModelError
+from itsacat.network import init_network, predict_proba
+from itsacat.predict import Predictor
+
+
+def _model(seed: int) -> Model:
+    rng = np.random.default_rng(seed)
+    net = init_network([N_X, 3, 1], "tanh", "xavier", rng, "float32")
+    mean = rng.random((N_X, 1)).astype(np.float32)
+    return Model(net, Preprocessing(mean=mean))
+
+
+def test_save_load_same_predictions(tmp_path: Path) -> None:
+    model = _model(0)
+    version = save_model(model, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    X = np.random.default_rng(1).random((N_X, 5)).astype(np.float32)
+    assert np.array_equal(predict_proba(model.network, X), predict_proba(loaded.network, X))
+    assert np.array_equal(loaded.preprocessing.mean, model.preprocessing.mean)
+    assert loaded.version == version and loaded.network.activation == "tanh"
+    spec = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert spec["schema_version"] == 1 and spec["layer_sizes"] == [N_X, 3, 1]
+
+
+def test_resave_replaces_weights_and_leaves_no_stale_files(tmp_path: Path) -> None:
+    save_model(_model(0), tmp_path)
+    v2 = save_model(_model(1), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", f"weights-{v2}.npz"]
+
+
+def test_same_weights_same_version(tmp_path: Path) -> None:
+    assert save_model(_model(3), tmp_path / "a") == save_model(_model(3), tmp_path / "b")
+
+
+@pytest.mark.parametrize("fail_at", ["weights", "model.json"])
+def test_interrupted_save_leaves_previous_model_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: str
+) -> None:
+    old = _model(0)
+    old_version = save_model(old, tmp_path)
+    real_replace = os.replace
+
+    def interrupted_replace(src: str, dst: str) -> None:
+        if (fail_at == "weights") == Path(dst).name.startswith("weights-"):
+            raise KeyboardInterrupt  # the user pressed Ctrl-C mid-save
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", interrupted_replace)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(_model(1), tmp_path)
+    monkeypatch.undo()
+    loaded = load_model(tmp_path)
+    assert loaded.version == old_version
+    X = np.random.default_rng(2).random((N_X, 3)).astype(np.float32)
+    assert np.array_equal(predict_proba(loaded.network, X), predict_proba(old.network, X))
+    assert not list(tmp_path.glob(".*.tmp")), "temporary files left behind"
+
+
+def test_load_errors_name_the_problem_and_fix(
+    tmp_path: Path, model_factory: Callable[..., Path]
+) -> None:
+    with pytest.raises(ModelError, match="holds no model.json; train a model first"):
+        load_model(tmp_path / "missing")
+    d = model_factory(tmp_path / "m")
+    spec_path = d / "model.json"
+    spec = json.loads(spec_path.read_text())
+
+    spec_path.write_text(json.dumps({**spec, "schema_version": 99}))
+    with pytest.raises(ModelError, match="schema_version 99"):
+        load_model(d)
+    spec_path.write_text(json.dumps({**spec, "layer_sizes": [N_X, 5, 3, 1]}))
+    with pytest.raises(ModelError, match="layer 0 has shape"):
+        load_model(d)
+    spec_path.write_text("{not json")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        load_model(d)
+    spec_path.write_text(json.dumps(spec))
+    next(d.glob("weights-*.npz")).write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="unreadable"):
+        load_model(d)
+
+
+def test_predictor_classifies_real_photos(tiny_model_dir: Path, photos: list[Path]) -> None:
+    predictor = Predictor.load(tiny_model_dir)
+    for photo in photos:
+        p = predictor.predict_bytes(photo.read_bytes(), trace=True)
+        assert p.label in ("cat", "non-cat") and 0.0 <= p.probability <= 1.0
+        assert p.label == ("cat" if p.probability >= 0.5 else "non-cat")
+        assert [len(t.outputs) for t in p.trace or []] == [4, 3, 1]
+        assert p.trace and p.trace[-1].outputs[0] == pytest.approx(p.probability, abs=1e-6)

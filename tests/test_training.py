@@ -1,0 +1,113 @@
+"""The fit loop: every optimiser learns, stopping rules work, bad batch settings fail early."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import pytest
+
+from itsacat.config import OPTIMIZERS, TrainParams
+from itsacat.errors import ConfigError
+from itsacat.network import init_network
+from itsacat.training import fit, loss_and_accuracy
+
+
+def _separable(seed: int = 0, n_x: int = 10, m: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_x, m))
+    w = rng.standard_normal((1, n_x))
+    Y = (w @ X > 0).astype(np.float64)
+    return X, Y
+
+
+def _params(**kw: object) -> TrainParams:
+    base = {"learning_rate": 0.05, "epochs": 200, "log_every": 10, "insight_every": 0}
+    return TrainParams(**{**base, **kw})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("batch_size", [0, 16])
+def test_loss_falls_for_every_optimizer(optimizer: str, batch_size: int) -> None:
+    X, Y = _separable()
+    rng = np.random.default_rng(1)
+    net = init_network([10, 8, 1], "relu", "he", rng, "float64")
+    before, _ = loss_and_accuracy(net, X, Y)
+    lr = 0.01 if optimizer in ("adam", "rmsprop") else 0.1
+    result = fit(net, X, Y, _params(optimizer=optimizer, learning_rate=lr,
+                                    batch_size=batch_size), rng)
+    after, acc = loss_and_accuracy(result.network, X, Y)
+    assert after < 0.5 * before
+    assert acc >= 0.9
+    assert result.history[-1].train_loss == pytest.approx(after)
+
+
+def test_same_seed_same_trained_weights() -> None:
+    X, Y = _separable()
+
+    def run() -> list[np.ndarray]:
+        rng = np.random.default_rng(4)
+        net = init_network([10, 5, 1], "relu", "he", rng, "float64")
+        params = _params(optimizer="adam", learning_rate=0.01, batch_size=8, dropout=0.2)
+        return fit(net, X, Y, params, rng).network.W
+
+    assert all(np.array_equal(a, b) for a, b in zip(run(), run(), strict=True))
+
+
+def test_stop_cost_ends_training_early() -> None:
+    X, Y = _separable()
+    rng = np.random.default_rng(0)
+    net = init_network([10, 8, 1], "relu", "he", rng, "float64")
+    result = fit(net, X, Y, _params(optimizer="adam", learning_rate=0.02, epochs=5000,
+                                    stop_cost=0.1), rng)
+    assert result.epochs_run < 5000
+    assert "fell below 0.1" in result.stopped
+
+
+def test_patience_stops_and_keeps_the_best_weights() -> None:
+    X, Y = _separable(m=40)
+    rng = np.random.default_rng(0)
+    X_val = rng.standard_normal((10, 30))
+    Y_val = (rng.random((1, 30)) > 0.5).astype(np.float64)  # noise: val loss soon rises
+    net = init_network([10, 16, 1], "relu", "he", rng, "float64")
+    result = fit(net, X, Y, _params(optimizer="adam", learning_rate=0.05, epochs=3000,
+                                    patience=3, log_every=5), rng, X_val=X_val, Y_val=Y_val)
+    assert result.epochs_run < 3000
+    assert "did not improve" in result.stopped
+    best = min(e.val_loss for e in result.history if e.val_loss is not None)
+    assert loss_and_accuracy(result.network, X_val, Y_val)[0] == pytest.approx(best)
+
+
+def test_lr_decay_shrinks_the_logged_learning_rate() -> None:
+    X, Y = _separable()
+    rng = np.random.default_rng(0)
+    net = init_network([10, 4, 1], "relu", "he", rng, "float64")
+    result = fit(net, X, Y, _params(lr_decay=0.1, epochs=50), rng)
+    assert result.history[-1].lr == pytest.approx(0.05 / (1 + 0.1 * 49))
+
+
+def test_batch_bigger_than_data_fails_before_training() -> None:
+    X, Y = _separable(m=20)
+    net = init_network([10, 4, 1], "relu", "he", np.random.default_rng(0), "float64")
+    with pytest.raises(ConfigError, match=r"train.batch_size must be at most .*\(20\), got 64"):
+        fit(net, X, Y, _params(batch_size=64), np.random.default_rng(0))
+
+
+def test_patience_without_validation_set_fails_clearly() -> None:
+    X, Y = _separable(m=20)
+    net = init_network([10, 4, 1], "relu", "he", np.random.default_rng(0), "float64")
+    with pytest.raises(ConfigError, match="prepare.val_fraction"):
+        fit(net, X, Y, _params(patience=2), np.random.default_rng(0))
+
+
+def test_divergence_stops_with_a_reason_naming_the_fix(caplog: pytest.LogCaptureFixture) -> None:
+    X, Y = _separable()
+    X, Y = (X * 1e3).astype(np.float32), Y.astype(np.float32)
+    net = init_network([10, 4, 1], "relu", "he", np.random.default_rng(0), "float32")
+    with caplog.at_level(logging.WARNING), np.errstate(all="ignore"):
+        result = fit(net, X, Y, _params(optimizer="gd", learning_rate=1e30, epochs=50),
+                     np.random.default_rng(0))
+    assert result.epochs_run < 50
+    assert "lower train.learning_rate" in result.stopped
+    assert "lower train.learning_rate" in caplog.text

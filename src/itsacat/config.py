@@ -13,6 +13,7 @@ the very same dataclasses, through the same checks.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -128,40 +129,372 @@ class EvaluateParams:
             _fail("evaluate.gallery_size", self.gallery_size, ">= 0", source)
 
 
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+_ECR_IMAGE = re.compile(
+    r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+(:[\w.-]+|@sha256:[0-9a-f]{64})$"
+)
+_INSTANCE = re.compile(r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")
+_SNS_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
+_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
+
+
 @dataclass(frozen=True)
 class AwsParams:
     """Where the project lives on AWS. Real AWS by configuration alone; tests use moto."""
 
     region: str = "us-east-1"
+    bucket: str = ""  # "" = the bucket of DVC remote `s3` in .dvc/config
+    prefix: str = "itsacat"  # S3 key prefix and job-name prefix for SageMaker work
+    role_arn: str = ""  # the SageMaker execution role (needed for compute: sagemaker)
+    training_image: str = ""  # "" = AWS's prebuilt PyTorch image (CPU or GPU by train.backend)
+    instance_type: str = ""  # "" = ml.m5.large (numpy) or ml.g4dn.xlarge (cupy)
+    volume_gb: int = 10
+    max_runtime_s: int = 3600
+    poll_s: float = 15.0
 
     def check(self, source: str) -> None:
-        pass
+        if not _REGION.match(self.region):
+            _fail("aws.region", self.region, "an AWS region like us-east-1", source)
+        if self.bucket and (not _BUCKET.match(self.bucket) or ".." in self.bucket):
+            _fail(
+                "aws.bucket",
+                self.bucket,
+                "an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens) "
+                "or empty for the DVC remote's bucket",
+                source,
+            )
+        if self.prefix.startswith("/") or self.prefix.endswith("/") or not self.prefix:
+            _fail(
+                "aws.prefix", self.prefix, "a non-empty S3 key prefix without end slashes", source
+            )
+        if self.role_arn and not _ROLE_ARN.match(self.role_arn):
+            _fail(
+                "aws.role_arn",
+                self.role_arn,
+                "an IAM role ARN like arn:aws:iam::123456789012:role/NAME",
+                source,
+            )
+        if self.training_image and not _ECR_IMAGE.match(self.training_image):
+            _fail(
+                "aws.training_image",
+                self.training_image,
+                "an ECR image URI like ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME:TAG "
+                "(or empty for the prebuilt PyTorch image)",
+                source,
+            )
+        if self.instance_type and not _INSTANCE.match(self.instance_type):
+            _fail(
+                "aws.instance_type",
+                self.instance_type,
+                "a SageMaker instance type like ml.m5.large (or empty)",
+                source,
+            )
+        if self.volume_gb < 1:
+            _fail("aws.volume_gb", self.volume_gb, ">= 1", source)
+        if not 1 <= self.max_runtime_s <= 28 * 24 * 3600:
+            _fail("aws.max_runtime_s", self.max_runtime_s, "in [1, 2419200] (28 days)", source)
+        if not self.poll_s > 0:
+            _fail("aws.poll_s", self.poll_s, "> 0", source)
+
+
+# The sections a search may vary; the others say where and how, not what is learnt.
+TUNABLE_SECTIONS = ("prepare", "model", "train")
+
+
+@dataclass(frozen=True)
+class TuneRange:
+    """One searched hyperparameter: a numeric interval, or a list of values (YAML text)."""
+
+    low: float | None = None
+    high: float | None = None
+    scale: Literal["linear", "log"] = "linear"
+    values: tuple[str, ...] = ()
+
+    def check(self, key: str, source: str) -> None:
+        name = f"tune.ranges.{key}"
+        section, _, field_name = key.partition(".")
+        fields = (
+            {f.name: f for f in dataclasses.fields(_SECTION_TYPES[section])}
+            if section in TUNABLE_SECTIONS
+            else {}
+        )
+        if field_name not in fields or key == "train.compute":
+            _fail(
+                "tune.ranges",
+                key,
+                "keys named section.key from "
+                + ", ".join(TUNABLE_SECTIONS)
+                + " (e.g. train.learning_rate; not train.compute)",
+                source,
+            )
+        hint = typing.get_type_hints(_SECTION_TYPES[section])[field_name]
+        if self.values:
+            if self.low is not None or self.high is not None:
+                _fail(name, "low/high and values", "either low and high, or values", source)
+            for value in self.values:
+                try:
+                    parsed = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    parsed = value
+                params_from_dict({section: {field_name: parsed}}, f"{name}.values, {source}")
+            return
+        if hint not in (int, float):
+            raise ConfigError(
+                f"{name} must list values: [...], since {key} is not a number ({source})"
+            )
+        if self.low is None or self.high is None:
+            raise ConfigError(f"{name} needs both low and high, or values: [...] ({source})")
+        if not self.low < self.high:
+            _fail(f"{name}.high", self.high, f"> low ({self.low})", source)
+        if self.scale == "log" and not self.low > 0:
+            _fail(f"{name}.low", self.low, "> 0 for scale: log", source)
 
 
 @dataclass(frozen=True)
 class TuneParams:
     """Hyperparameter search ranges for `itsacat tune` (local DVC queue or SageMaker)."""
 
+    backend: Literal["local", "sagemaker"] = "local"
+    strategy: Literal["grid", "random"] = "random"
+    max_points: int = 8  # random: points tried; grid: at most this many (else refused)
+    grid_steps: int = 3  # points per numeric range in a grid
+    parallel: int = 2  # experiments (or SageMaker jobs) at once
+    seed: int = 0  # seed of the random points
+    objective: str = "val/accuracy"  # a metric the train stage logs (never test/*)
+    goal: Literal["maximize", "minimize"] = "maximize"
+    ranges: dict[str, TuneRange] = field(default_factory=dict)
+
     def check(self, source: str) -> None:
-        pass
+        if self.max_points < 1:
+            _fail("tune.max_points", self.max_points, ">= 1", source)
+        if self.grid_steps < 2:
+            _fail("tune.grid_steps", self.grid_steps, ">= 2", source)
+        if self.parallel < 1:
+            _fail("tune.parallel", self.parallel, ">= 1", source)
+        if not re.match(r"^(train|val)/[a-z_]+$", self.objective):
+            _fail(
+                "tune.objective",
+                self.objective,
+                "a metric the train stage logs: val/accuracy, val/loss, train/accuracy "
+                "or train/loss",
+                source,
+            )
+        for key, rng in self.ranges.items():
+            rng.check(key, source)
+
+
+_ARN_ROLE = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$"
+_AWS_NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"  # SageMaker resource names
+
+
+@dataclass(frozen=True)
+class SmokeParams:
+    """The smoke test every deploy runs on the new model before it takes traffic."""
+
+    photos: tuple[str, ...] = ()  # empty = every JPEG/PNG in photo_dir
+    photo_dir: str = "../shared/images"
+    max_photos: int = 3  # at most this many photos are sent (0 = all)
+    expect: dict[str, str] = field(default_factory=dict)  # photo file name → expected label
+    timeout_s: float = 60.0  # per request
+
+    def check(self, source: str) -> None:
+        if self.max_photos < 0:
+            _fail("deploy.smoke.max_photos", self.max_photos, ">= 0 (0 means all)", source)
+        if not self.timeout_s > 0:
+            _fail("deploy.smoke.timeout_s", self.timeout_s, "> 0", source)
+        for photo, label in self.expect.items():
+            if label not in ("cat", "non-cat"):
+                _fail(f"deploy.smoke.expect.{photo}", label, "cat or non-cat", source)
+
+
+@dataclass(frozen=True)
+class LocalDeployParams:
+    """Blue/green on one machine: a front proxy on `port`, backends on free ports behind it."""
+
+    host: str = "127.0.0.1"  # where the front proxy listens; 0.0.0.0 exposes it
+    port: int = 8080
+    state_dir: str = ".itsacat/endpoint"  # state.json, model snapshots, logs
+    start_timeout_s: float = 60.0  # for a new backend's /ping to answer 200
+    drain_timeout_s: float = 30.0  # for the old backend's in-flight requests
+    keep_models: int = 3  # model snapshots kept for rollback
+
+    def check(self, source: str) -> None:
+        if not 1 <= self.port <= 65535:
+            _fail("deploy.local.port", self.port, "a TCP port in 1…65535", source)
+        if not self.state_dir:
+            _fail("deploy.local.state_dir", self.state_dir, "a folder path", source)
+        for key in ("start_timeout_s", "drain_timeout_s"):
+            if not getattr(self, key) > 0:
+                _fail(f"deploy.local.{key}", getattr(self, key), "> 0", source)
+        if self.keep_models < 2:
+            _fail("deploy.local.keep_models", self.keep_models, ">= 2 (live + previous)", source)
+
+
+@dataclass(frozen=True)
+class TrafficParams:
+    """Blue/green traffic shifting: how much of the traffic the new fleet gets, and when."""
+
+    mode: Literal["all_at_once", "canary", "linear"] = "canary"
+    canary_percent: int = 10  # canary: share sent to the new fleet first
+    linear_step_percent: int = 25  # linear: share added at each step
+    wait_s: int = 300  # between steps, watching the alarms (SageMaker: 0…3600)
+    termination_wait_s: int = 0  # old fleet kept this long after the shift (rollback window)
+    alarms: tuple[str, ...] = ()  # CloudWatch alarms that roll the shift back
+    create_alarms: bool = True  # also create (idempotently) a 5xx-errors alarm per endpoint
+
+    def check(self, source: str, key: str) -> None:
+        if not 1 <= self.canary_percent <= 99:
+            _fail(f"{key}.canary_percent", self.canary_percent, "in 1…99", source)
+        if not 1 <= self.linear_step_percent <= 99:
+            _fail(f"{key}.linear_step_percent", self.linear_step_percent, "in 1…99", source)
+        if not 0 <= self.wait_s <= 3600:
+            _fail(f"{key}.wait_s", self.wait_s, "in 0…3600 seconds", source)
+        if not 0 <= self.termination_wait_s <= 3600:
+            _fail(f"{key}.termination_wait_s", self.termination_wait_s, "in 0…3600", source)
+
+
+@dataclass(frozen=True)
+class SageMakerDeployParams:
+    """A real-time SageMaker endpoint on the prebuilt scikit-learn serving image."""
+
+    endpoint_name: str = "itsacat"
+    model_package_group: str = "itsacat"  # the model registry group each deploy registers in
+    instance_type: str = "ml.m5.large"
+    instance_count: int = 1
+    image_uri: str = ""  # "" = SageMaker's scikit-learn 1.2-1 CPU image for aws.region
+    role_arn: str = ""  # execution role; "" = aws.role_arn
+    s3_prefix: str = "itsacat/deploy"  # model.tar.gz goes to s3://<aws.bucket>/<prefix>/<sha>/
+    traffic: TrafficParams = field(default_factory=TrafficParams)
+    ab_new_weight: float = 0.0  # > 0: A/B test; the new model's share, the live one keeps the rest
+    poll_s: float = 30.0  # between status checks while waiting
+    timeout_s: float = 3600.0  # give up waiting for InService after this long
+
+    def check(self, source: str) -> None:
+        for key in ("endpoint_name", "model_package_group"):
+            value = getattr(self, key)
+            if not re.match(_AWS_NAME, value) or len(value) > 50:
+                _fail(
+                    f"deploy.sagemaker.{key}",
+                    value,
+                    "1…50 letters, digits and single hyphens (a SageMaker name)",
+                    source,
+                )
+        if not self.instance_type.startswith("ml."):
+            _fail("deploy.sagemaker.instance_type", self.instance_type, "ml.<type>", source)
+        if self.instance_count < 1:
+            _fail("deploy.sagemaker.instance_count", self.instance_count, ">= 1", source)
+        if self.role_arn and not re.match(_ARN_ROLE, self.role_arn):
+            _fail(
+                "deploy.sagemaker.role_arn",
+                self.role_arn,
+                "an IAM role ARN like arn:aws:iam::123456789012:role/itsacat-sagemaker",
+                source,
+            )
+        if not 0.0 <= self.ab_new_weight < 1.0:
+            _fail("deploy.sagemaker.ab_new_weight", self.ab_new_weight, "in [0, 1)", source)
+        if self.poll_s < 0:
+            _fail("deploy.sagemaker.poll_s", self.poll_s, ">= 0", source)
+        if not self.timeout_s > 0:
+            _fail("deploy.sagemaker.timeout_s", self.timeout_s, "> 0", source)
+        self.traffic.check(source, "deploy.sagemaker.traffic")
+
+
+@dataclass(frozen=True)
+class LambdaDeployParams:
+    """An AWS Lambda function with a published version per model and a shifting alias."""
+
+    function_name: str = "itsacat"
+    alias: str = "live"
+    role_arn: str = ""  # the function's execution role (required for target lambda)
+    runtime: str = "python3.11"
+    architecture: Literal["x86_64", "arm64"] = "x86_64"
+    memory_mb: int = 1024
+    timeout_s: int = 30
+    canary_percent: int = 10  # 0 = shift the alias all at once
+    canary_wait_s: int = 60  # the canary runs this long, watched by `alarms`
+    alarms: tuple[str, ...] = ()  # CloudWatch alarms that roll the canary back
+    s3_prefix: str = "itsacat/lambda"  # zips over 50 MB go through s3://<aws.bucket>/<prefix>/
+    poll_s: float = 2.0
+    timeout_wait_s: float = 600.0
+
+    def check(self, source: str) -> None:
+        if not re.match(r"^[a-zA-Z0-9_-]{1,64}$", self.function_name):
+            _fail(
+                "deploy.aws_lambda.function_name",
+                self.function_name,
+                "1…64 of [A-Za-z0-9_-]",
+                source,
+            )
+        if not re.match(r"^(?!^[0-9]+$)[a-zA-Z0-9_-]{1,128}$", self.alias):
+            _fail(
+                "deploy.aws_lambda.alias",
+                self.alias,
+                "a name of [A-Za-z0-9_-], not all digits",
+                source,
+            )
+        if self.role_arn and not re.match(_ARN_ROLE, self.role_arn):
+            _fail(
+                "deploy.aws_lambda.role_arn",
+                self.role_arn,
+                "an IAM role ARN like arn:aws:iam::123456789012:role/itsacat-lambda",
+                source,
+            )
+        if not 128 <= self.memory_mb <= 10240:
+            _fail("deploy.aws_lambda.memory_mb", self.memory_mb, "in 128…10240", source)
+        if not 1 <= self.timeout_s <= 900:
+            _fail("deploy.aws_lambda.timeout_s", self.timeout_s, "in 1…900 seconds", source)
+        if not 0 <= self.canary_percent <= 99:
+            _fail("deploy.aws_lambda.canary_percent", self.canary_percent, "in 0…99", source)
+        if self.canary_wait_s < 0:
+            _fail("deploy.aws_lambda.canary_wait_s", self.canary_wait_s, ">= 0", source)
+        if self.poll_s < 0 or not self.timeout_wait_s > 0:
+            _fail("deploy.aws_lambda.poll_s", self.poll_s, ">= 0 (and timeout_wait_s > 0)", source)
 
 
 @dataclass(frozen=True)
 class DeployParams:
-    """`itsacat deploy`: target, endpoint names, traffic shifting, smoke test."""
+    """`itsacat deploy`: the target, and how each target ships, smoke-tests and shifts traffic."""
 
     target: Literal["local", "sagemaker", "lambda"] = "local"
+    smoke: SmokeParams = field(default_factory=SmokeParams)
+    local: LocalDeployParams = field(default_factory=LocalDeployParams)
+    sagemaker: SageMakerDeployParams = field(default_factory=SageMakerDeployParams)
+    aws_lambda: LambdaDeployParams = field(default_factory=LambdaDeployParams)
 
     def check(self, source: str) -> None:
-        pass
+        self.smoke.check(source)
+        self.local.check(source)
+        self.sagemaker.check(source)
+        self.aws_lambda.check(source)
 
 
 @dataclass(frozen=True)
 class NotifyParams:
     """Who hears when training ends, a deploy succeeds or a rollback happens."""
 
+    sns_topic_arn: str = ""  # "" = none (env ITSACAT_NOTIFY_SNS_TOPIC_ARN also works)
+    webhook_url: str = ""  # "" = none (env ITSACAT_NOTIFY_WEBHOOK_URL also works)
+    timeout_s: float = 5.0
+
     def check(self, source: str) -> None:
-        pass
+        if self.sns_topic_arn and not _SNS_ARN.match(self.sns_topic_arn):
+            _fail(
+                "notify.sns_topic_arn",
+                self.sns_topic_arn,
+                "an SNS topic ARN like arn:aws:sns:us-east-1:123456789012:NAME",
+                source,
+            )
+        if self.webhook_url and not _URL.match(self.webhook_url):
+            _fail(
+                "notify.webhook_url",
+                self.webhook_url,
+                "an http(s):// URL like https://hooks.example.com/itsacat",
+                source,
+            )
+        if not self.timeout_s > 0:
+            _fail("notify.timeout_s", self.timeout_s, "> 0", source)
 
 
 @dataclass(frozen=True)
@@ -189,6 +522,14 @@ class Params:
     def check(self, source: str) -> None:
         for f in dataclasses.fields(self):
             getattr(self, f.name).check(source)
+
+
+# Section name → its dataclass, for checks that look a key up by name (tune ranges).
+_SECTION_TYPES: dict[str, type] = {
+    "prepare": PrepareParams,
+    "model": ModelParams,
+    "train": TrainParams,
+}
 
 
 def _convert(key: str, value: Any, hint: Any, source: str) -> Any:

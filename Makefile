@@ -22,7 +22,7 @@ run: setup  ## pull the data, run the pipeline, show the metrics
 	dvc metrics show
 
 test: setup  ## the whole test suite
-	bash tests/system-deps.sh
+	bash tests/system-deps.sh chromium chromium-driver
 	$(PY) -m pytest
 
 lint: setup

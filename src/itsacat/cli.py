@@ -21,7 +21,10 @@ from pathlib import Path
 from itsacat.errors import ItsacatError
 
 # name → module with `register(subparsers)`; each module's parser sets `func`.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "serve": "itsacat.serve.server",
+    "package": "itsacat.serve.package",
+}
 
 
 def _cmd_stage(args: argparse.Namespace) -> int:

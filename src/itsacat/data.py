@@ -175,6 +175,11 @@ def decode_image(data: bytes, size: int = IMAGE_SIZE) -> NDArray[np.uint8]:
             return np.asarray(img, dtype=np.uint8)
     except ImageError:
         raise
+    except Image.UnidentifiedImageError:
+        raise ImageError(
+            f"the {len(data):,} bytes are not a {', '.join(ALLOWED_FORMATS)} image; "
+            "send the bytes of a photo file"
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(
             f"the image is larger than the {MAX_PIXELS:,} pixels allowed; send a smaller photo"

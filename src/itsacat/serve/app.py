@@ -1,0 +1,268 @@
+"""The HTTP app: a framework-free ASGI application around one `Predictor`.
+
+    GET  /ping          200 {"status": "ok", ...} once the model is loaded (503 before)
+    POST /invocations   a photo, an .npy array or JSON in (see `codec`), JSON out
+    GET  /              the page for people (`page.PAGE_HTML`)
+
+It follows SageMaker's inference-container contract, so the same app runs locally, in a
+bring-your-own container, or anywhere that speaks HTTP. Run it with `itsacat serve`
+(`server.py`), which puts it in uvicorn worker processes.
+
+Why it never starves /ping: /ping and / are answered on the event loop; decoding and the
+forward pass run in a small thread pool (Pillow and numpy release the GIL while they work),
+and at most `max_inflight` requests per worker hold a body in memory at once: the rest
+wait, unread, in the kernel's socket buffers. Memory per worker is therefore bounded by
+`max_inflight × (max_body + one decoded photo)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from itsacat.errors import ItsacatError
+from itsacat.predict import Predictor
+from itsacat.serve.codec import (
+    MAX_BATCH,
+    MAX_BODY_BYTES,
+    RequestError,
+    decode_request,
+    encode_response,
+    error_body,
+    negotiate,
+    wants_trace,
+)
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# `itsacat serve` hands its settings to each uvicorn worker process through these.
+ENV_MODEL_DIR = "ITSACAT_SERVE_MODEL_DIR"
+ENV_THREADS = "ITSACAT_SERVE_THREADS"
+ENV_MAX_BODY = "ITSACAT_SERVE_MAX_BODY"
+
+_PAGE_CSP = (
+    "default-src 'none'; img-src blob: data:; style-src 'unsafe-inline'; "
+    "script-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'"
+)
+
+
+class ServeApp:
+    """The ASGI app. `predictor` is loaded before the app is built (see `app_from_env`)."""
+
+    def __init__(
+        self,
+        predictor: Predictor | None,
+        *,
+        threads: int = 2,
+        max_body: int = MAX_BODY_BYTES,
+        max_batch: int = MAX_BATCH,
+        max_inflight: int | None = None,
+    ) -> None:
+        self.predictor = predictor
+        self.max_body = min(max_body, MAX_BODY_BYTES)
+        self.max_batch = max_batch
+        self.threads = threads
+        self.max_inflight = max_inflight or 4 * threads
+        self._pool: ThreadPoolExecutor | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._page: bytes | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            await self._route(scope, receive, send)
+        except Exception:  # the outermost layer: log it, answer 500, keep serving
+            log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
+            await _respond(send, 500, error_body("internal server error; see the log", 500))
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._pool is not None:
+                    self._pool.shutdown(wait=True)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path, method = scope["path"], scope["method"]
+        if path == "/invocations":
+            if method != "POST":
+                await _method_not_allowed(send, "POST")
+                return
+            await self._invocations(scope, receive, send)
+        elif path == "/ping":
+            if method not in ("GET", "HEAD"):
+                await _method_not_allowed(send, "GET")
+                return
+            if self.predictor is None:
+                await _respond(send, 503, error_body("the model is still loading", 503))
+                return
+            body = b'{"status":"ok","model_version":"' + self.predictor.version.encode() + b'"}'
+            await _respond(send, 200, body, head=method == "HEAD")
+        elif path in ("/", "/index.html"):
+            if method not in ("GET", "HEAD"):
+                await _method_not_allowed(send, "GET")
+                return
+            if self._page is None:
+                from itsacat.serve.page import PAGE_HTML
+
+                self._page = PAGE_HTML.encode()
+            await _respond(
+                send,
+                200,
+                self._page,
+                content_type=b"text/html; charset=utf-8",
+                extra=[(b"content-security-policy", _PAGE_CSP.encode())],
+                head=method == "HEAD",
+            )
+        else:
+            await _respond(
+                send,
+                404,
+                error_body(f"no such path {path!r}; use POST /invocations or GET /ping", 404),
+            )
+
+    async def _invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _headers(scope)
+        try:
+            negotiate(headers.get("accept"))
+            self._check_length(headers)
+        except RequestError as exc:
+            # Refused before reading the body: close, so the rest of it is never read.
+            await _respond(send, exc.status, error_body(str(exc), exc.status), close=True)
+            return
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_inflight)
+        async with self._slots:
+            try:
+                body = await self._read_body(receive)
+            except RequestError as exc:
+                await _respond(send, exc.status, error_body(str(exc), exc.status), close=True)
+                return
+            trace = wants_trace(
+                scope.get("query_string", b"").decode("latin-1"),
+                headers.get("x-amzn-sagemaker-custom-attributes"),
+            )
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="predict")
+            loop = asyncio.get_running_loop()
+            status, out = await loop.run_in_executor(
+                self._pool, self.handle, body, headers.get("content-type"), trace
+            )
+        await _respond(send, status, out)
+
+    def handle(self, body: bytes, content_type: str | None, trace: bool) -> tuple[int, bytes]:
+        """Body → (status, JSON). Runs in the pool; every user mistake becomes a 4xx."""
+        if self.predictor is None:
+            return 503, error_body("the model is still loading; retry shortly", 503)
+        try:
+            request = decode_request(body, content_type, trace, self.max_batch)
+            predictions = self.predictor.predict_images(request.images, trace=request.trace)
+            return 200, encode_response(predictions, request.batch)
+        except RequestError as exc:
+            return exc.status, error_body(str(exc), exc.status)
+        except ItsacatError as exc:
+            return 400, error_body(str(exc), 400)
+        except MemoryError:
+            log.error("out of memory on a %d-byte %s body", len(body), content_type)
+            return 503, error_body("the server is out of memory; retry later", 503)
+
+    def _check_length(self, headers: dict[str, str]) -> None:
+        raw = headers.get("content-length")
+        if raw is None:
+            return
+        try:
+            length = int(raw)
+        except ValueError:
+            raise RequestError(f"Content-Length {raw!r} is not a number") from None
+        if length > self.max_body:
+            raise RequestError(
+                f"the body is {length:,} bytes, more than the {self.max_body:,} allowed; "
+                "send one photo (a JPEG of a few MB) or a smaller batch",
+                413,
+            )
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise RequestError("the client went away before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise RequestError(
+                    f"the body is more than the {self.max_body:,} bytes allowed; send one "
+                    "photo or a smaller batch",
+                    413,
+                )
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    *,
+    content_type: bytes = b"application/json",
+    extra: list[tuple[bytes, bytes]] | None = None,
+    close: bool = False,
+    head: bool = False,
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    headers.extend(extra or [])
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+async def _method_not_allowed(send: Send, allowed: str) -> None:
+    await _respond(
+        send,
+        405,
+        error_body(f"method not allowed; use {allowed}", 405),
+        extra=[(b"allow", allowed.encode())],
+    )
+
+
+def app_from_env() -> ServeApp:
+    """The uvicorn factory: load the model named by the environment, then build the app.
+
+    Each worker process calls this before it accepts a connection, so a worker answers
+    /ping only once its model is loaded.
+    """
+    model_dir = os.environ.get(ENV_MODEL_DIR)
+    if not model_dir:
+        raise ItsacatError(f"{ENV_MODEL_DIR} is not set; start the server with `itsacat serve`")
+    predictor = Predictor.load(Path(model_dir))
+    log.info("worker %d loaded model %s from %s", os.getpid(), predictor.version, model_dir)
+    return ServeApp(
+        predictor,
+        threads=int(os.environ.get(ENV_THREADS, "2")),
+        max_body=int(os.environ.get(ENV_MAX_BODY, str(MAX_BODY_BYTES))),
+    )

@@ -17,7 +17,7 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml
 setup: $(VENV)/.installed-$(EXTRAS)
 
 run: setup  ## pull the data, run the pipeline, show the metrics
-	dvc pull --quiet
+	dvc pull --quiet data.dvc
 	dvc repro
 	dvc metrics show
 

@@ -54,8 +54,11 @@ class Cache:
 
 @dataclass
 class Grads:
+    """dJ/dW and dJ/db of every layer, and dJ/dZ of the first (what the Gram path needs)."""
+
     dW: list[Array]
     db: list[Array]
+    dZ0: Array | None = None  # (n_1, m)
 
 
 def layer_sizes(n_x: int, hidden: Sequence[int]) -> list[int]:
@@ -121,19 +124,29 @@ def activation_grad(Z: Array, A: Array, name: str) -> Array:
 
 def forward(
     net: Network,
-    X: Array,
+    X: Array | None,
     *,
     dropout: float = 0.0,
     rng: Any = None,
+    first: Array | None = None,
 ) -> Cache:
-    """Forward pass over a batch X (n_x, m). Inverted dropout on hidden units when asked."""
+    """Forward pass over a batch X (n_x, m). Inverted dropout on hidden units when asked.
+
+    `first` is the first layer's pre-activation Z[0] = W[0] X + b[0] when the caller already
+    has it (the Gram path in `training` computes it without touching X's 12288 rows); X may
+    then be None, and `Cache.A[0]` is whatever X was.
+    """
     keep = 1.0 - dropout
     Z: list[Array] = []
     A: list[Array] = [X]
     masks: list[Array | None] = []
     last = len(net.W) - 1
     for l, (W, b) in enumerate(zip(net.W, net.b, strict=True)):
-        z = W @ A[-1] + b  # (n_l, m)
+        if l == 0 and first is not None:
+            z = first
+        else:
+            z = W @ A[-1]  # (n_l, m)
+            z += b
         Z.append(z)
         if l == last:
             A.append(sigmoid(z))
@@ -141,8 +154,10 @@ def forward(
             break
         a = activate(z, net.activation)
         if dropout > 0.0:
-            mask = (rng.random(a.shape, dtype=a.dtype) < keep).astype(a.dtype) / keep
-            a = a * mask
+            mask = rng.random(a.shape, dtype=a.dtype) < keep
+            mask = mask.astype(a.dtype)
+            mask *= 1.0 / keep
+            a *= mask
             masks.append(mask)
         else:
             masks.append(None)
@@ -162,37 +177,57 @@ def cost(net: Network, cache: Cache, Y: Array, l2: float = 0.0) -> float:
     J = cross_entropy(cache.Z[-1], Y)
     if l2 > 0.0:
         m = Y.shape[1]
-        J += l2 / (2 * m) * sum(float((W * W).sum()) for W in net.W)
+        J += l2 / (2 * m) * sum(squared_norm(W) for W in net.W)
     return J
 
 
-def backward(net: Network, cache: Cache, Y: Array, l2: float = 0.0) -> Grads:
+def squared_norm(W: Array) -> float:
+    """‖W‖² as one BLAS dot product (no temporary the size of W)."""
+    w = W.reshape(-1)
+    return float(w @ w)
+
+
+def backward(
+    net: Network, cache: Cache, Y: Array, l2: float = 0.0, *, input_layer: bool = True
+) -> Grads:
     """Gradients of `cost` with respect to every W and b.
 
     The gradient with respect to the input X is never formed: nothing needs it, and at
-    12288 × m it would be the single most expensive product of the pass.
+    12288 × m it would be the single most expensive product of the pass. With
+    `input_layer=False` the first layer's dW (the other 12288-wide product) is skipped too,
+    and left None: the Gram path updates that layer from `Grads.dZ0` alone.
     """
     m = Y.shape[1]
     L = len(net.W)
     dW: list[Array] = [None] * L
     db: list[Array] = [None] * L
-    dZ = (cache.A[-1] - Y) * (1.0 / m)  # (1, m): dJ/dZ[L] for sigmoid + cross-entropy
+    dZ = cache.A[-1] - Y  # (1, m): dJ/dZ[L] for sigmoid + cross-entropy
+    dZ *= 1.0 / m
     for l in range(L - 1, -1, -1):
-        dW[l] = dZ @ cache.A[l].T  # (n_l, n_{l-1})
-        if l2 > 0.0:
-            dW[l] += (l2 / m) * net.W[l]
         db[l] = dZ.sum(axis=1, keepdims=True)
+        if l > 0 or input_layer:
+            dW[l] = dZ @ cache.A[l].T  # (n_l, n_{l-1})
+            if l2 > 0.0:
+                dW[l] += (l2 / m) * net.W[l]
         if l == 0:
             break
         dA = net.W[l].T @ dZ  # (n_{l-1}, m)
         mask = cache.masks[l - 1]
         if mask is not None:
             dA *= mask
-        A = cache.A[l]
-        if mask is not None and net.activation in ("tanh", "sigmoid"):  # g(Z) before dropout
-            A = activate(cache.Z[l - 1], net.activation)
-        dZ = dA * activation_grad(cache.Z[l - 1], A, net.activation)
-    return Grads(dW, db)
+        dZ = _through_activation(dA, cache.Z[l - 1], cache.A[l], mask, net.activation)
+    return Grads(dW, db, dZ)
+
+
+def _through_activation(dA: Array, Z: Array, A: Array, mask: Array | None, name: str) -> Array:
+    """dZ = dA · g'(Z), in place on dA; g(Z) is read back from A where that is exact."""
+    if name == "relu":
+        dA *= Z > 0
+        return dA
+    if mask is not None and name in ("tanh", "sigmoid"):  # A holds g(Z)·mask: recompute
+        A = activate(Z, name)
+    dA *= activation_grad(Z, A, name)
+    return dA
 
 
 def predict_proba(net: Network, X: Array) -> Array:

@@ -4,6 +4,21 @@
 `Network` and its history out, randomness only from the `np.random.Generator` given.
 Callbacks are how the edges watch it: `on_log` (per-epoch figures, for dvclive and the
 log), `on_insight` (the layer and perceptron statistics), `on_epoch` (a progress bar).
+
+Two paths compute the same training, and `fit` picks one (`FitResult.path` says which):
+
+direct  every step multiplies by the batch of 12288-pixel images twice (Z[0] = W[0] Xb
+        and dW[0] = dZ[0] Xbᵀ). Any optimiser.
+gram    with gradient descent or momentum (any batch size, L2, dropout, lr decay), the
+        first layer's weights only ever move inside the span of the training images:
+        W[0] = a·W0 + C·Xᵀ, with a a scalar and C (n_1, m). Then W[0] Xb = a·W0 Xb + C·XᵀXb,
+        so every step works with the (m, m) Gram matrix XᵀX, computed once, instead of X:
+        per step n_1·m·m_b multiply-adds instead of 2·n_1·12288·m_b. Dropout only touches
+        hidden units, so it leaves the span alone. W[0] is materialised at the end, at
+        insight checkpoints and when patience keeps a best network. Adam and RMSprop scale
+        each coordinate separately, which breaks the span: they take the direct path. So
+        does a training set with at least as many photos as pixels, where XᵀX would be
+        bigger than X.
 """
 
 from __future__ import annotations
@@ -19,11 +34,21 @@ import numpy as np
 from itsacat.backend import namespace
 from itsacat.config import TrainParams
 from itsacat.errors import ConfigError
-from itsacat.network import Cache, Grads, Network, backward, cost, cross_entropy, forward
-from itsacat.optim import Optimizer
+from itsacat.network import (
+    Cache,
+    Grads,
+    Network,
+    backward,
+    cost,
+    cross_entropy,
+    forward,
+    squared_norm,
+)
+from itsacat.optim import SPAN_OPTIMIZERS, Optimizer, SpanLayer
 
 log = logging.getLogger(__name__)
 Array = Any
+PATHS = ("auto", "direct", "gram")
 
 
 @dataclass(frozen=True)
@@ -51,6 +76,11 @@ class FitResult:
 InsightHook = Callable[[int, Network, Cache, Grads, list[Array]], None]
 
 
+def _loss_acc(ZL: Array, Y: Array) -> tuple[float, float]:
+    """Cross-entropy and accuracy (threshold ½) from the output logits."""
+    return cross_entropy(ZL, Y), float(((ZL > 0) == (Y > 0.5)).mean())
+
+
 def loss_and_accuracy(net: Network, X: Array, Y: Array, chunk: int = 4096) -> tuple[float, float]:
     """Cross-entropy and accuracy (threshold ½) of `net` on (X, Y), without dropout."""
     m = X.shape[1]
@@ -61,6 +91,188 @@ def loss_and_accuracy(net: Network, X: Array, Y: Array, chunk: int = 4096) -> tu
         loss_sum += cross_entropy(ZL, yb) * xb.shape[1]
         correct += float(((ZL > 0) == (yb > 0.5)).sum())
     return loss_sum / m, correct / m
+
+
+def choose_path(train: TrainParams, n_x: int, m: int) -> tuple[str, str]:
+    """The path `fit` takes by itself, and why."""
+    if train.optimizer not in SPAN_OPTIMIZERS:
+        return "direct", f"{train.optimizer} scales each weight separately"
+    if m >= n_x:
+        return "direct", f"{m} photos ≥ {n_x} pixels: the Gram matrix would not be smaller"
+    return "gram", f"{train.optimizer} keeps W[0] in the span of the {m} training photos"
+
+
+class _Direct:
+    """Plain training: the first layer multiplies by the 12288-row batch every step."""
+
+    name = "direct"
+
+    def __init__(self, net: Network, X: Array, Y: Array, train: TrainParams) -> None:
+        self.net, self.X, self.Y, self.train = net, X, Y, train
+        self.opt = Optimizer(train.optimizer, train.momentum, train.beta2, train.epsilon)
+        self.xp = namespace(X)
+        self._buffers: dict[int, Array] = {}  # batch size → gathered-batch buffer
+        self._pending: Cache | None = None  # the full-batch forward at the current weights
+
+    def batch(self, idx: Array | None) -> Array:
+        if idx is None:
+            return self.X
+        buf = self._buffers.get(len(idx))
+        if buf is None:
+            buf = self._buffers[len(idx)] = self.xp.empty((self.X.shape[0], len(idx)), self.X.dtype)
+        self.xp.take(self.X, idx, axis=1, out=buf)
+        return buf
+
+    def forward(self, idx: Array | None, dropout: float, rng: Any) -> Cache:
+        if idx is None and dropout == 0.0 and self._pending is not None:
+            cache, self._pending = self._pending, None
+            return cache
+        return forward(self.net, self.batch(idx), dropout=dropout, rng=rng)
+
+    def backward(self, cache: Cache, yb: Array) -> Grads:
+        return backward(self.net, cache, yb, self.train.l2)
+
+    def cost(self, cache: Cache, yb: Array) -> float:
+        return cost(self.net, cache, yb, self.train.l2)
+
+    def step(self, grads: Grads, idx: Array | None, m_b: int, lr: float) -> None:
+        self._pending = None
+        self.opt.step(self.net, grads, lr)
+
+    def weights(self) -> list[Array]:
+        """Copies of the current weights."""
+        return [w.copy() for w in self.net.W]
+
+    def current(self) -> Network:
+        return self.net
+
+    def full_grads(self, grads: Grads, idx: Array | None, W_before: list[Array]) -> Grads:
+        return grads
+
+    def train_loss(self) -> tuple[float, float]:
+        cache = forward(self.net, self.X)
+        self._pending = cache  # the next full-batch step starts from these very weights
+        return _loss_acc(cache.Z[-1], self.Y)
+
+    def val_loss(self, X_val: Array, Y_val: Array) -> tuple[float, float]:
+        return loss_and_accuracy(self.net, X_val, Y_val)
+
+    def finish(self) -> Network:
+        return self.net
+
+
+class _Gram:
+    """Training with W[0] = a·W0 + C·Xᵀ: every step sees XᵀX (m, m), never X (12288, m)."""
+
+    name = "gram"
+
+    def __init__(
+        self,
+        net: Network,
+        X: Array,
+        Y: Array,
+        train: TrainParams,
+        X_val: Array | None,
+    ) -> None:
+        self.net, self.X, self.Y, self.train = net, X, Y, train
+        self.xp = xp = namespace(X)
+        self.W0 = net.W[0]  # left as it is until `finish`
+        self.G = X.T @ X  # (m, m), symmetric
+        self.P0 = self.W0 @ X  # (n_1, m): W0's share of Z[0], constant
+        self.K = X.T @ X_val if X_val is not None else None  # (m, m_val)
+        self.P0_val = self.W0 @ X_val if X_val is not None else None
+        self.W0_sq = squared_norm(self.W0)
+        self.span = SpanLayer(xp.zeros_like(self.P0), train.optimizer, train.momentum)
+        self.opt = Optimizer(train.optimizer, train.momentum, train.beta2, train.epsilon)
+        self._pending: Cache | None = None
+
+    def first(self, idx: Array | None) -> Array:
+        """Z[0] = a·W0 Xb + C·XᵀXb + b[0] for the batch's columns idx (None: all)."""
+        s = self.span
+        if idx is None:
+            Z = s.C @ self.G  # (n_1, m)
+            P = self.P0
+        else:
+            Z = s.C @ self.G[idx].T  # G is symmetric: rows gather contiguously
+            P = self.P0[:, idx]
+        if s.a == 1.0:
+            Z += P
+        else:
+            Z += s.a * P
+        Z += self.net.b[0]
+        return Z
+
+    def forward(self, idx: Array | None, dropout: float, rng: Any) -> Cache:
+        if idx is None and dropout == 0.0 and self._pending is not None:
+            cache, self._pending = self._pending, None
+            return cache
+        return forward(self.net, None, dropout=dropout, rng=rng, first=self.first(idx))
+
+    def backward(self, cache: Cache, yb: Array) -> Grads:
+        return backward(self.net, cache, yb, self.train.l2, input_layer=False)
+
+    def W0_norm_sq(self) -> float:
+        """‖a·W0 + C·Xᵀ‖² = a²‖W0‖² + 2a⟨C, W0 X⟩ + ⟨C XᵀX, C⟩, without forming W[0]."""
+        s = self.span
+        CG = s.C @ self.G
+        c = s.C.reshape(-1)
+        return (
+            s.a * s.a * self.W0_sq
+            + 2.0 * s.a * float(c @ self.P0.reshape(-1))
+            + float(c @ CG.reshape(-1))
+        )
+
+    def cost(self, cache: Cache, yb: Array) -> float:
+        l2 = self.train.l2
+        J = cross_entropy(cache.Z[-1], yb)
+        if l2 > 0.0:
+            rest = sum(squared_norm(W) for W in self.net.W[1:])
+            J += l2 / (2 * yb.shape[1]) * (self.W0_norm_sq() + rest)
+        return J
+
+    def step(self, grads: Grads, idx: Array | None, m_b: int, lr: float) -> None:
+        self._pending = None
+        self.opt.update([*self.net.W[1:], *self.net.b], [*grads.dW[1:], *grads.db], lr)
+        self.span.step(grads.dZ0, idx, m_b, lr, self.train.l2)
+
+    def materialise(self) -> Array:
+        """W[0] = a·W0 + C·Xᵀ, as a new array (n_1, n_x)."""
+        W = self.span.C @ self.X.T
+        W += self.span.a * self.W0
+        return W
+
+    def weights(self) -> list[Array]:
+        return [self.materialise(), *(w.copy() for w in self.net.W[1:])]
+
+    def current(self) -> Network:
+        return Network([self.materialise(), *self.net.W[1:]], self.net.b, self.net.activation)
+
+    def full_grads(self, grads: Grads, idx: Array | None, W_before: list[Array]) -> Grads:
+        """The gradients with dW[0] formed (for insight): dZ[0] Xbᵀ + (λ/m_b)·W[0]."""
+        Xb = self.X if idx is None else self.X[:, idx]
+        dW0 = grads.dZ0 @ Xb.T
+        if self.train.l2 > 0.0:
+            dW0 += (self.train.l2 / Xb.shape[1]) * W_before[0]
+        return Grads([dW0, *grads.dW[1:]], grads.db, grads.dZ0)
+
+    def train_loss(self) -> tuple[float, float]:
+        cache = forward(self.net, None, first=self.first(None))
+        self._pending = cache
+        return _loss_acc(cache.Z[-1], self.Y)
+
+    def val_loss(self, X_val: Array, Y_val: Array) -> tuple[float, float]:
+        assert self.K is not None and self.P0_val is not None
+        Z = self.span.C @ self.K  # (n_1, m_val)
+        Z += self.span.a * self.P0_val
+        Z += self.net.b[0]
+        return _loss_acc(forward(self.net, None, first=Z).Z[-1], Y_val)
+
+    def finish(self) -> Network:
+        """Write W[0] = a·W0 + C·Xᵀ into the network's own first-layer array."""
+        W = self.span.C @ self.X.T
+        self.W0 *= self.span.a
+        self.W0 += W
+        return self.net
 
 
 def fit(
@@ -75,9 +287,14 @@ def fit(
     on_log: Callable[[EpochLog], None] | None = None,
     on_insight: InsightHook | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
+    path: str = "auto",
 ) -> FitResult:
-    """Train `net` in place on X (n_x, m), Y (1, m) and return it with its history."""
-    m = X.shape[1]
+    """Train `net` in place on X (n_x, m), Y (1, m) and return it with its history.
+
+    `path` is "auto" (the Gram path whenever it computes the same training, else direct),
+    or forces "direct" or "gram" (benchmarks and tests compare the two).
+    """
+    n_x, m = X.shape
     batch = train.batch_size or m
     if batch > m:
         raise ConfigError(
@@ -89,19 +306,30 @@ def fit(
             "train.patience needs a validation set, but prepare.val_fraction is 0; "
             "set prepare.val_fraction > 0 or train.patience: 0 (params.yaml)"
         )
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    chosen, why = choose_path(train, n_x, m)
+    if path == "gram" and train.optimizer not in SPAN_OPTIMIZERS:
+        raise ValueError(f"the gram path needs gd or momentum, not {train.optimizer!r}")
+    if path != "auto":
+        chosen, why = path, "asked for"
     xp = namespace(X)
     drop_rng = rng if xp is np else xp.random.default_rng(int(rng.integers(2**31)))
-    opt = Optimizer(train.optimizer, train.momentum, train.beta2, train.epsilon)
-    result = FitResult(net)
+    engine: _Direct | _Gram = (
+        _Gram(net, X, Y, train, X_val) if chosen == "gram" else _Direct(net, X, Y, train)
+    )
+    result = FitResult(net, path=chosen)
     best_val, best_net, checks_since_best = float("inf"), None, 0
     started = time.perf_counter()
     log.info(
-        "training %s on %d photos: %s, batch %d, %d epochs (direct path)",
+        "training %s on %d photos: %s, batch %d, %d epochs; %s path (%s)",
         net.sizes,
         m,
         train.optimizer,
         batch,
         train.epochs,
+        chosen,
+        why,
     )
 
     for epoch in range(1, train.epochs + 1):
@@ -113,18 +341,22 @@ def fit(
         )
         for start in range(0, m, batch):
             if order is None:
-                xb, yb = X, Y
+                idx, yb = None, Y
             else:
                 idx = order[start : start + batch]
-                xb, yb = X[:, idx], Y[:, idx]
-            cache = forward(net, xb, dropout=train.dropout, rng=drop_rng)
-            grads = backward(net, cache, yb, train.l2)
-            epoch_cost += cost(net, cache, yb, train.l2) * xb.shape[1]
-            last_batch = start + batch >= m
-            W_before = [w.copy() for w in net.W] if insight_now and last_batch else []
-            opt.step(net, grads, lr)
-            if insight_now and last_batch and on_insight:
-                on_insight(epoch, net, cache, grads, W_before)
+                if xp is not np:
+                    idx = xp.asarray(idx)
+                yb = Y[:, idx]
+            m_b = yb.shape[1]
+            cache = engine.forward(idx, train.dropout, drop_rng)
+            grads = engine.backward(cache, yb)
+            epoch_cost += engine.cost(cache, yb) * m_b
+            hook_now = insight_now and start + batch >= m
+            W_before = engine.weights() if hook_now else []
+            engine.step(grads, idx, m_b, lr)
+            if hook_now and on_insight:
+                full = engine.full_grads(grads, idx, W_before)
+                on_insight(epoch, engine.current(), cache, full, W_before)
         epoch_cost /= m
         result.epochs_run = epoch
         if on_epoch:
@@ -135,14 +367,17 @@ def fit(
             break
 
         if epoch % train.log_every == 0 or epoch == train.epochs or epoch == 1:
-            train_loss, train_acc = loss_and_accuracy(net, X, Y)
+            train_loss, train_acc = engine.train_loss()
             entry = EpochLog(epoch, lr, train_loss, train_acc)
             if X_val is not None and Y_val is not None:
-                val_loss, val_acc = loss_and_accuracy(net, X_val, Y_val)
+                val_loss, val_acc = engine.val_loss(X_val, Y_val)
                 entry = EpochLog(epoch, lr, train_loss, train_acc, val_loss, val_acc)
                 if train.patience:
                     if val_loss < best_val:
-                        best_val, best_net, checks_since_best = val_loss, net.copy(), 0
+                        best_val, checks_since_best = val_loss, 0
+                        best_net = Network(
+                            engine.weights(), [b.copy() for b in net.b], net.activation
+                        )
                     else:
                         checks_since_best += 1
             result.history.append(entry)
@@ -159,8 +394,13 @@ def fit(
             result.stopped = f"training cost {epoch_cost:.4g} fell below {train.stop_cost}"
             break
 
+    engine.finish()
     result.seconds = time.perf_counter() - started
     log.info(
-        "stopped after %d epochs: %s (%.2f s)", result.epochs_run, result.stopped, result.seconds
+        "stopped after %d epochs: %s (%.2f s, %s path)",
+        result.epochs_run,
+        result.stopped,
+        result.seconds,
+        chosen,
     )
     return result

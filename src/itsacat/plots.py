@@ -106,12 +106,16 @@ def insight_perceptrons(insight: Insight, path: str | Path, stat: str = "act_mea
     plt = _pyplot()
     L = insight.n_layers
     heights = [insight.units[f"L{l}_{stat}"].shape[1] for l in range(1, L + 1)]
+    from matplotlib.ticker import MaxNLocator
+
+    rows = [max(h, 3) for h in heights]
     fig, axes = plt.subplots(
         L,
         1,
-        figsize=(10, 1.2 + 0.25 * sum(heights)),
-        gridspec_kw={"height_ratios": [max(h, 1) for h in heights]},
+        figsize=(10, 1.0 + 0.22 * sum(rows)),
+        gridspec_kw={"height_ratios": rows},
         squeeze=False,
+        layout="constrained",
     )
     epochs = insight.epochs
     for l, ax in zip(range(1, L + 1), axes[:, 0], strict=True):
@@ -123,8 +127,12 @@ def insight_perceptrons(insight: Insight, path: str | Path, stat: str = "act_mea
             interpolation="nearest",
             extent=(float(epochs[0]), float(epochs[-1]), grid.shape[0] - 0.5, -0.5),
         )
-        ax.set_ylabel(f"layer {l}")
-        fig.colorbar(im, ax=ax, pad=0.01)
+        ax.set_ylabel(f"layer {l}\nperceptron")
+        if grid.shape[0] <= 8:
+            ax.set_yticks(range(grid.shape[0]))
+        else:
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        fig.colorbar(im, ax=ax, pad=0.01, aspect=10)
     axes[-1, 0].set_xlabel("epoch")
     fig.suptitle(f"per-perceptron {stat}")
     _save(fig, path)

@@ -52,9 +52,7 @@ def test_backprop_matches_finite_differences(activation: str, l2: float) -> None
     grads = backward(net, forward(net, X), Y, l2)
     analytic = np.concatenate([g.ravel() for g in [*grads.dW, *grads.db]])
     numeric = np.concatenate([g.ravel() for g in _numeric_grad(net, X, Y, l2)])
-    rel = np.linalg.norm(analytic - numeric) / (
-        np.linalg.norm(analytic) + np.linalg.norm(numeric)
-    )
+    rel = np.linalg.norm(analytic - numeric) / (np.linalg.norm(analytic) + np.linalg.norm(numeric))
     assert rel < 1e-6, f"relative error {rel:.2e} for {activation}, l2={l2}"
 
 
@@ -109,7 +107,7 @@ def test_no_nan_or_inf_at_saturation() -> None:
         s = sigmoid(Z)
         J = cross_entropy(Z, Y)
     assert np.isfinite(s).all() and s.min() >= 0 and s.max() <= 1
-    assert np.isfinite(J) and J == pytest.approx((1000 + 0 + np.log(2) + 0 + 1000) / 5, rel=1e-5)
+    assert np.isfinite(J) and pytest.approx((1000 + 0 + np.log(2) + 0 + 1000) / 5, rel=1e-5) == J
 
 
 def test_float32_stays_float32_through_forward_and_backward() -> None:

@@ -26,8 +26,9 @@ def _run(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProces
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -36,7 +37,10 @@ def clone_worktree(repo: Path, dest: Path, shared: Path) -> Path:
     with the `local` DVC remote pointed at the shared store by absolute path."""
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard", "-z"],
-        cwd=repo, capture_output=True, text=True, check=True,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\0")
     for rel in filter(None, files):
         src = repo / rel
@@ -46,8 +50,7 @@ def clone_worktree(repo: Path, dest: Path, shared: Path) -> Path:
     _run(dest, "git", "init", "-q")
     _run(dest, "git", "add", "-A")
     _run(dest, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone")
-    _run(dest, "dvc", "remote", "modify", "--local", "local", "url",
-         str(shared / "dvc-store"))
+    _run(dest, "dvc", "remote", "modify", "--local", "local", "url", str(shared / "dvc-store"))
     return dest
 
 
@@ -70,8 +73,14 @@ def test_pull_restores_the_data_set(project: Path, shared_dir: Path) -> None:
 def test_repro_writes_metrics_with_useful_accuracy(project: Path) -> None:
     metrics = json.loads((project / "metrics.json").read_text())
     for split in ("train", "test"):
-        assert set(metrics[split]) == {"accuracy", "precision", "recall", "f1", "roc_auc",
-                                       "log_loss"}
+        assert set(metrics[split]) == {
+            "accuracy",
+            "precision",
+            "recall",
+            "f1",
+            "roc_auc",
+            "log_loss",
+        }
     assert metrics["test"]["accuracy"] >= 0.7
     shown = json.loads(_run(project, "dvc", "metrics", "show", "--json").stdout)
     assert shown  # DVC itself can read what the stages wrote
@@ -82,8 +91,13 @@ def test_repro_writes_metrics_with_useful_accuracy(project: Path) -> None:
 def test_stage_outputs_exist(project: Path) -> None:
     assert (project / "model" / "model.json").exists()
     assert list((project / "model").glob("weights-*.npz"))
-    for png in ("roc.png", "confusion.png", "misclassified.png", "insight_layers.png",
-                "insight_perceptrons.png"):
+    for png in (
+        "roc.png",
+        "confusion.png",
+        "misclassified.png",
+        "insight_layers.png",
+        "insight_perceptrons.png",
+    ):
         assert (project / "eval" / png).read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((project / "prepared" / "summary.json").read_text())
     assert summary["train_test_duplicates"], "prepare must report the train/test duplicate"
@@ -125,8 +139,18 @@ def test_bad_param_fails_before_any_work(project: Path) -> None:
 
 
 def test_experiment_with_set_param(project: Path) -> None:
-    _run(project, "dvc", "exp", "run", "-S", "train.learning_rate=0.01",
-         "-S", "train.epochs=60", "-n", "quick-lr")
+    _run(
+        project,
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        "train.learning_rate=0.01",
+        "-S",
+        "train.epochs=60",
+        "-n",
+        "quick-lr",
+    )
     shown = json.loads(_run(project, "dvc", "exp", "show", "--json").stdout)
     text = json.dumps(shown)
     assert "quick-lr" in text and "0.01" in text

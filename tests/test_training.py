@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import numpy as np
@@ -35,8 +34,9 @@ def test_loss_falls_for_every_optimizer(optimizer: str, batch_size: int) -> None
     net = init_network([10, 8, 1], "relu", "he", rng, "float64")
     before, _ = loss_and_accuracy(net, X, Y)
     lr = 0.01 if optimizer in ("adam", "rmsprop") else 0.1
-    result = fit(net, X, Y, _params(optimizer=optimizer, learning_rate=lr,
-                                    batch_size=batch_size), rng)
+    result = fit(
+        net, X, Y, _params(optimizer=optimizer, learning_rate=lr, batch_size=batch_size), rng
+    )
     after, acc = loss_and_accuracy(result.network, X, Y)
     assert after < 0.5 * before
     assert acc >= 0.9
@@ -59,8 +59,9 @@ def test_stop_cost_ends_training_early() -> None:
     X, Y = _separable()
     rng = np.random.default_rng(0)
     net = init_network([10, 8, 1], "relu", "he", rng, "float64")
-    result = fit(net, X, Y, _params(optimizer="adam", learning_rate=0.02, epochs=5000,
-                                    stop_cost=0.1), rng)
+    result = fit(
+        net, X, Y, _params(optimizer="adam", learning_rate=0.02, epochs=5000, stop_cost=0.1), rng
+    )
     assert result.epochs_run < 5000
     assert "fell below 0.1" in result.stopped
 
@@ -71,8 +72,15 @@ def test_patience_stops_and_keeps_the_best_weights() -> None:
     X_val = rng.standard_normal((10, 30))
     Y_val = (rng.random((1, 30)) > 0.5).astype(np.float64)  # noise: val loss soon rises
     net = init_network([10, 16, 1], "relu", "he", rng, "float64")
-    result = fit(net, X, Y, _params(optimizer="adam", learning_rate=0.05, epochs=3000,
-                                    patience=3, log_every=5), rng, X_val=X_val, Y_val=Y_val)
+    result = fit(
+        net,
+        X,
+        Y,
+        _params(optimizer="adam", learning_rate=0.05, epochs=3000, patience=3, log_every=5),
+        rng,
+        X_val=X_val,
+        Y_val=Y_val,
+    )
     assert result.epochs_run < 3000
     assert "did not improve" in result.stopped
     best = min(e.val_loss for e in result.history if e.val_loss is not None)
@@ -106,8 +114,13 @@ def test_divergence_stops_with_a_reason_naming_the_fix(caplog: pytest.LogCapture
     X, Y = (X * 1e3).astype(np.float32), Y.astype(np.float32)
     net = init_network([10, 4, 1], "relu", "he", np.random.default_rng(0), "float32")
     with caplog.at_level(logging.WARNING), np.errstate(all="ignore"):
-        result = fit(net, X, Y, _params(optimizer="gd", learning_rate=1e30, epochs=50),
-                     np.random.default_rng(0))
+        result = fit(
+            net,
+            X,
+            Y,
+            _params(optimizer="gd", learning_rate=1e30, epochs=50),
+            np.random.default_rng(0),
+        )
     assert result.epochs_run < 50
     assert "lower train.learning_rate" in result.stopped
     assert "lower train.learning_rate" in caplog.text

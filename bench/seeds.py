@@ -1,0 +1,112 @@
+"""Accuracy over seeds: one lucky seed proves nothing on 50 test photos.
+
+    python bench/seeds.py                         # params.yaml, 10 seeds, test accuracy
+    python bench/seeds.py --val 0.2 -S train.optimizer=adam -S train.learning_rate=0.001
+
+Trains from params.yaml (with -S overrides, as `dvc exp run -S` takes them) once per seed
+(train.seed = 0…N-1) and prints mean ± std, min and max of train, validation (with --val)
+and test accuracy. Choose defaults on validation (--val), never on test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from itsacat.config import load_params, params_from_dict, params_to_dict
+from itsacat.data import Dataset, fit_preprocessing, load_h5, preprocess, stratified_split
+from itsacat.network import init_network, layer_sizes
+from itsacat.training import fit, loss_and_accuracy
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--val", type=float, default=None, help="validation fraction (overrides)")
+    ap.add_argument("-S", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/datasets/catvnoncat")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    raw = params_to_dict(load_params(ROOT / "params.yaml"))
+    for item in args.sets:
+        key, value = item.split("=", 1)
+        section, name = key.split(".", 1)
+        raw[section][name] = yaml.safe_load(value)
+    if args.val is not None:
+        raw["prepare"]["val_fraction"] = args.val
+    params = params_from_dict(raw, "command line")
+    tp = params.train
+
+    train_all = load_h5(args.data / "train_catvnoncat.h5", "train")
+    test = load_h5(args.data / "test_catvnoncat.h5", "test")
+    tr_idx, va_idx = stratified_split(
+        train_all.labels, params.prepare.val_fraction, np.random.default_rng(params.prepare.seed)
+    )
+    train, val = train_all.subset(tr_idx), train_all.subset(va_idx)
+    prep = fit_preprocessing(train.images, params.prepare.center)
+
+    def xy(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
+        return preprocess(ds.images, prep, tp.dtype), ds.labels.reshape(1, -1).astype(tp.dtype)
+
+    (X, Y), (Xt, Yt) = xy(train), xy(test)
+    Xv, Yv = xy(val) if len(val) else (None, None)
+    print(
+        "settings:",
+        {
+            k: v
+            for k, v in raw["train"].items()
+            if k
+            in ("optimizer", "learning_rate", "epochs", "batch_size", "l2", "dropout", "lr_decay")
+        },
+        "hidden",
+        list(params.model.hidden),
+        params.model.activation,
+        "center",
+        params.prepare.center,
+        "val",
+        params.prepare.val_fraction,
+    )
+    acc: dict[str, list[float]] = {"train": [], "val": [], "test": []}
+    started = time.perf_counter()
+    for seed in range(args.seeds):
+        tps = dataclasses.replace(
+            tp,
+            seed=seed,
+            log_every=max(tp.epochs, 1),
+            insight_every=0,
+            patience=tp.patience if Xv is not None else 0,
+        )
+        rng = np.random.default_rng(seed)
+        net = init_network(
+            layer_sizes(X.shape[0], params.model.hidden),
+            params.model.activation,
+            params.model.init,
+            rng,
+            tp.dtype,
+        )
+        result = fit(net, X, Y, tps, rng, X_val=Xv, Y_val=Yv)
+        acc["train"].append(loss_and_accuracy(result.network, X, Y)[1])
+        acc["test"].append(loss_and_accuracy(result.network, Xt, Yt)[1])
+        if Xv is not None:
+            acc["val"].append(loss_and_accuracy(result.network, Xv, Yv)[1])
+    for split, values in acc.items():
+        if values:
+            v = np.array(values)
+            print(
+                f"{split:5s} accuracy {v.mean():.3f} ± {v.std():.3f} "
+                f"(min {v.min():.2f}, max {v.max():.2f}, {len(v)} seeds)"
+            )
+    print(f"{(time.perf_counter() - started) / args.seeds:.2f} s per seed")
+
+
+if __name__ == "__main__":
+    main()

@@ -28,7 +28,8 @@ PAGE_HTML = """<!doctype html>
   #drop { display: flex; flex-direction: column; align-items: center; justify-content: center;
           min-height: 300px; border: 2px dashed var(--line); border-radius: 14px;
           background: #fff; cursor: pointer; text-align: center; padding: 12px;
-          transition: border-color .15s, background .15s; overflow: hidden; }
+          transition: border-color .15s, background .15s; overflow: hidden;
+          align-self: start; }
   #drop.over { border-color: var(--bar); background: #eef1ff; }
   #drop img { max-width: 100%; max-height: 260px; border-radius: 8px; display: none; }
   #drop.has-photo img { display: block; }
@@ -97,7 +98,9 @@ function drawLayers(trace) {
     const out = layer.outputs;
     const mid = layer.activation === "sigmoid" ? 0.5 : 0;
     const fired = out.filter((v) => v > mid).length;
-    const lo = Math.min(0, ...out), hi = Math.max(1e-9, ...out);
+    // sigmoid outputs are probabilities: draw them on a fixed 0…1 scale
+    const sig = layer.activation === "sigmoid";
+    const lo = sig ? 0 : Math.min(0, ...out), hi = sig ? 1 : Math.max(1e-9, ...out);
     const div = document.createElement("div");
     div.className = "layer";
     const name = document.createElement("div");

@@ -24,6 +24,7 @@ from itsacat.errors import ItsacatError
 COMMANDS: dict[str, str] = {
     "serve": "itsacat.serve.server",
     "package": "itsacat.serve.package",
+    "aws": "itsacat.aws.cli",
 }
 
 

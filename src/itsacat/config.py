@@ -13,6 +13,7 @@ the very same dataclasses, through the same checks.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import types
 import typing
@@ -234,10 +235,7 @@ class TuneRange:
             if self.low is not None or self.high is not None:
                 _fail(name, "low/high and values", "either low and high, or values", source)
             for value in self.values:
-                try:
-                    parsed = yaml.safe_load(value)
-                except yaml.YAMLError:
-                    parsed = value
+                parsed = _parse_hyperparameter(value)
                 params_from_dict({section: {field_name: parsed}}, f"{name}.values, {source}")
             return
         if hint not in (int, float):
@@ -639,13 +637,27 @@ def params_to_dict(params: Params) -> dict[str, Any]:
     }
 
 
+def _parse_hyperparameter(text: Any) -> Any:
+    """JSON first (SageMaker writes 1e-05, which YAML 1.1 reads as a string), then YAML."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
 def params_from_hyperparameters(
     hyperparameters: Mapping[str, str], base: Params | None = None
 ) -> Params:
     """SageMaker's string hyperparameters (`"train.learning_rate": "0.01"`) → `Params`.
 
-    Each value is parsed as YAML, so "0.01", "[20, 7, 5]" and "true" mean what they say;
-    keys are `section.key`, layered over `base` (defaults when None).
+    Each value is parsed as JSON, else YAML, so "1e-05", "[20, 7, 5]", "true" and "adam"
+    mean what they say; keys are `section.key`, layered over `base` (defaults when None).
     """
     merged = params_to_dict(base or Params())
     for dotted, text in hyperparameters.items():
@@ -655,9 +667,6 @@ def params_from_hyperparameters(
                 "e.g. train.learning_rate (SageMaker hyperparameters)"
             )
         section, key = dotted.split(".", 1)
-        try:
-            value = yaml.safe_load(text) if isinstance(text, str) else text
-        except yaml.YAMLError:
-            value = text
+        value = _parse_hyperparameter(text)
         merged.setdefault(section, {})[key] = value
     return params_from_dict(merged, "SageMaker hyperparameters")

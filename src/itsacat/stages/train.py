@@ -9,6 +9,7 @@ loss and accuracy for `dvc plots`). A progress bar on a terminal, log lines othe
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -144,7 +145,18 @@ def main() -> int:
         from dvclive import Live
 
         with Live(str(Paths.live), dvcyaml=False, save_dvc_exp=False) as live:
-            train(params, Paths(), live)
+            result = train(params, Paths(), live)
+        from itsacat.aws.notify import notify
+
+        version = json.loads((Paths.model / "model.json").read_text())["version"]
+        notify(
+            "training_ended",
+            f"model {version} trained locally ({result.epochs_run} epochs, {result.seconds:.1f} s)",
+            params.notify,
+            compute="local",
+            version=version,
+            epochs_run=result.epochs_run,
+        )
 
     return run_stage(body)
 

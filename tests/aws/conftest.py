@@ -1,0 +1,142 @@
+"""AWS-suite fixtures: tiny prepared data, a bucket on moto, and a SageMaker that trains.
+
+moto records a training job as Completed at once and never runs anything. `sagemaker_runs`
+extends its backend, inside this process, so that a created job really runs: it fetches
+the job's channel and `sagemaker_submit_directory` from (moto's) S3 into an /opt/ml-shaped
+folder, runs the submitted `sagemaker_program` in a fresh Python with SM_ROOT pointing
+there, and, like SageMaker, uploads model/ as model.tar.gz or reports output/failure as
+the job's FailureReason. The production code only ever sees boto3 answers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from itsacat.aws.clients import client
+from itsacat.data import Dataset, fit_preprocessing, save_preprocessing, save_split
+
+BUCKET = "itsacat-test-bucket"
+ROLE = "arn:aws:iam::123456789012:role/itsacat-sagemaker"
+
+
+def write_prepared(directory: Path, m: int = 24, seed: int = 0, val: int = 8) -> Path:
+    """A tiny prepared/ folder: m separable-ish photos for train, `val` for val and test."""
+    rng = np.random.default_rng(seed)
+
+    def split(n: int) -> Dataset:
+        labels = (np.arange(n) % 2).astype(np.uint8)
+        images = rng.integers(0, 120, size=(n, 64, 64, 3), dtype=np.uint8)
+        images[labels == 1] += 100  # cats are brighter: learnable in a few epochs
+        return Dataset(images, labels)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    train = split(m)
+    save_split(directory / "train.npz", train)
+    save_split(directory / "val.npz", split(val))
+    save_split(directory / "test.npz", split(val))
+    save_preprocessing(directory, fit_preprocessing(train.images, center=True))
+    return directory
+
+
+@pytest.fixture
+def prepared(tmp_path: Path) -> Path:
+    return write_prepared(tmp_path / "prepared")
+
+
+@pytest.fixture
+def bucket(aws_env: str) -> str:
+    client("s3", "us-east-1").create_bucket(Bucket=BUCKET)
+    return BUCKET
+
+
+def _s3_get_prefix(s3: Any, uri: str, dest: Path) -> None:
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            target = dest / obj["Key"][len(prefix) :].lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, obj["Key"], str(target))
+
+
+@dataclass
+class Run:
+    """One job the extended moto ran: its moto object, final status and container log."""
+
+    job: Any
+    status: str
+    reason: str
+    logs: str
+
+
+def run_container(job: Any, workdir: Path) -> tuple[str, str, str]:
+    """Do what SageMaker's script mode does for `job`; → (status, failure reason, log)."""
+    s3 = client("s3", "us-east-1")
+    root = workdir / "opt-ml"
+    code = root / "code"
+    code.mkdir(parents=True)
+    hps = {k: str(v) for k, v in job.hyper_parameters.items()}
+    submit = json.loads(hps["sagemaker_submit_directory"])
+    bucket, _, key = submit[len("s3://") :].partition("/")
+    with tarfile.open(
+        fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    ) as t:
+        t.extractall(code, filter="data")
+    for channel in job.input_data_config:
+        uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
+        _s3_get_prefix(s3, uri, root / "input" / "data" / channel["ChannelName"])
+    (root / "input" / "config").mkdir(parents=True, exist_ok=True)
+    (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hps))
+    (root / "model").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SM_"))}
+    env.update(SM_ROOT=str(root), MPLBACKEND="Agg", PYTHONPATH="")
+    program = json.loads(hps["sagemaker_program"])
+    done = subprocess.run(
+        [sys.executable, program], cwd=code, env=env, capture_output=True, text=True, timeout=300
+    )
+    logs = done.stdout + done.stderr
+    if done.returncode != 0:
+        failure = root / "output" / "failure"
+        reason = failure.read_text() if failure.exists() else "AlgorithmError: no reason"
+        return "Failed", reason, logs
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for item in sorted((root / "model").iterdir()):
+            tar.add(item, arcname=item.name)
+    out_bucket, _, out_key = job.model_artifacts["S3ModelArtifacts"][len("s3://") :].partition("/")
+    s3.put_object(Bucket=out_bucket, Key=out_key, Body=buf.getvalue())
+    return "Completed", "", logs
+
+
+@pytest.fixture
+def sagemaker_runs(
+    aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[Run]]:
+    """moto's SageMaker, extended so that create_training_job runs the job; yields the jobs."""
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    runs: list[Run] = []
+    original = SageMakerModelBackend.create_training_job
+
+    def create_and_run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        job = original(self, *args, **kwargs)
+        status, reason, logs = run_container(job, tmp_path / f"job-{len(runs)}")
+        job.training_job_status = job.secondary_status = status
+        if reason:
+            job.failure_reason = reason
+        runs.append(Run(job, status, reason, logs))
+        return job
+
+    monkeypatch.setattr(SageMakerModelBackend, "create_training_job", create_and_run)
+    yield runs

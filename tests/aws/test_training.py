@@ -1,0 +1,243 @@
+"""SageMaker training: the entry point under the training contract, and train_on_sagemaker
+end to end against moto (extended to really run the submitted job; see conftest.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from itsacat.artifacts import load_model
+from itsacat.aws.clients import client
+from itsacat.aws.sm_entry import main as entry_main
+from itsacat.aws.training import JobLocations, hyperparameters, job_request, train_on_sagemaker
+from itsacat.config import Params, params_from_dict
+from itsacat.errors import AWSError, ConfigError
+from itsacat.stages.train import Paths, train
+
+from .conftest import BUCKET, ROLE, Run
+
+SMALL = {
+    "model": {"hidden": [4, 3]},
+    "train": {"epochs": 30, "learning_rate": 0.01, "log_every": 10, "insight_every": 10},
+}
+
+
+def small_params(**sections: dict[str, object]) -> Params:
+    raw = {k: dict(v) for k, v in SMALL.items()}
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return params_from_dict(raw)
+
+
+def opt_ml(root: Path, prepared: Path, hps: dict[str, str]) -> Path:
+    """An /opt/ml-shaped folder as SageMaker lays it out before starting the container."""
+    (root / "input" / "config").mkdir(parents=True)
+    (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hps))
+    channel = root / "input" / "data" / "prepared"
+    channel.mkdir(parents=True)
+    for f in prepared.iterdir():
+        (channel / f.name).write_bytes(f.read_bytes())
+    return root
+
+
+def local_run(params: Params, prepared: Path, out: Path) -> str:
+    paths = Paths(prepared, out / "model", out / "insight", out / "dvclive")
+    train(params, paths)
+    return load_model(paths.model).version
+
+
+def test_entry_point_trains_what_the_local_run_trains(prepared: Path, tmp_path: Path) -> None:
+    params = small_params()
+    root = opt_ml(tmp_path / "opt-ml", prepared, hyperparameters(params))
+    assert entry_main(["--root", str(root)], environ={}) == 0
+    assert not (root / "output" / "failure").exists()
+    model = load_model(root / "model" / "model")
+    assert model.version == local_run(params, prepared, tmp_path / "local")
+    assert model.network.sizes == [12288, 4, 3, 1]
+    assert (root / "model" / "insight" / "layers.json").exists()
+    live = json.loads((root / "model" / "dvclive" / "metrics.json").read_text())
+    assert live["step"] == 30 and 0.0 <= live["val"]["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("hps", "needle"),
+    [
+        ({"train.learning_rate": "-0.1"}, "train.learning_rate must be > 0, got -0.1"),
+        ({"train.optimiser": '"adam"'}, "unknown key train.optimiser"),
+        ({"epochs": "3"}, "must be named section.key"),
+        ({"model.hidden": "[0]"}, "model.hidden must be a list of layer sizes"),
+    ],
+)
+def test_entry_point_bad_hyperparameters_write_the_failure(
+    prepared: Path, tmp_path: Path, hps: dict[str, str], needle: str
+) -> None:
+    root = opt_ml(tmp_path / "opt-ml", prepared, {"train.epochs": "2", **hps})
+    assert entry_main(["--root", str(root)], environ={}) == 1
+    failure = (root / "output" / "failure").read_text()
+    assert failure.startswith("ConfigError: ") and needle in failure
+    assert not (root / "model" / "model").exists()
+
+
+def test_entry_point_without_channel_data_says_so(tmp_path: Path) -> None:
+    root = tmp_path / "opt-ml"
+    (root / "input" / "config").mkdir(parents=True)
+    (root / "input" / "config" / "hyperparameters.json").write_text("{}")
+    assert entry_main(["--root", str(root)], environ={}) == 1
+    assert "channel" in (root / "output" / "failure").read_text()
+
+
+def test_entry_point_reads_sm_environment(prepared: Path, tmp_path: Path) -> None:
+    """No hyperparameters.json: SM_HPS, then SM_HP_*; SM_CHANNEL_PREPARED, SM_MODEL_DIR."""
+    model_dir = tmp_path / "out"
+    env = {
+        "SM_HPS": json.dumps({"train.epochs": 3, "model.hidden": "[2]", "sagemaker_program": "x"}),
+        "SM_CHANNEL_PREPARED": str(prepared),
+        "SM_MODEL_DIR": str(model_dir),
+    }
+    assert entry_main(["--root", str(tmp_path / "root"), "--train.epochs", "3"], env) == 0
+    assert load_model(model_dir / "model").network.sizes == [12288, 2, 1]
+    env = {k: v for k, v in env.items() if k != "SM_HPS"} | {
+        "SM_HP_MODEL.HIDDEN": "[5]",
+        "SM_HP_TRAIN.EPOCHS": "3",
+    }
+    assert entry_main(["--root", str(tmp_path / "root")], env) == 0
+    assert load_model(model_dir / "model").network.sizes == [12288, 5, 1]
+
+
+def test_job_request_runs_our_program_on_the_prebuilt_image() -> None:
+    params = small_params(aws={"role_arn": ROLE, "region": "eu-west-1"}, train={"backend": "cupy"})
+    where = JobLocations("b", "itsacat/training/job-1")
+    req = job_request(params, "job-1", where)
+    assert req["AlgorithmSpecification"]["TrainingImage"] == (
+        "763104351884.dkr.ecr.eu-west-1.amazonaws.com/"
+        "pytorch-training:2.3.0-gpu-py311-cu121-ubuntu20.04-sagemaker"
+    )
+    assert req["ResourceConfig"]["InstanceType"] == "ml.g4dn.xlarge"
+    hps = req["HyperParameters"]
+    assert json.loads(hps["sagemaker_submit_directory"]) == (
+        "s3://b/itsacat/training/job-1/source/sourcedir.tar.gz"
+    )
+    assert hps["train.compute"] == '"local"' and hps["model.hidden"] == "[4, 3]"
+    assert all(isinstance(v, str) for v in hps.values())
+    assert req["OutputDataConfig"]["S3OutputPath"] == "s3://b/itsacat/training/"
+
+
+def _paths(tmp_path: Path, prepared: Path) -> Paths:
+    out = tmp_path / "work"
+    return Paths(prepared, out / "model", out / "insight", out / "dvclive")
+
+
+@pytest.mark.aws
+def test_train_on_sagemaker_fills_the_local_outputs(
+    bucket: str, sagemaker_runs: list[Run], prepared: Path, tmp_path: Path
+) -> None:
+    sns, sqs = client("sns", "us-east-1"), client("sqs", "us-east-1")
+    topic = sns.create_topic(Name="itsacat")["TopicArn"]
+    queue = sqs.create_queue(QueueName="itsacat")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn["QueueArn"])
+    params = small_params(
+        aws={"role_arn": ROLE, "bucket": bucket, "poll_s": 0.01},
+        train={"compute": "sagemaker"},
+        notify={"sns_topic_arn": topic},
+    )
+    paths = _paths(tmp_path, prepared)
+    paths.model.mkdir(parents=True)
+    (paths.model / "stale.txt").write_text("from an older run")
+
+    name = train_on_sagemaker(params, paths=paths)
+
+    (run,) = sagemaker_runs
+    assert run.status == "Completed", run.logs
+    assert run.job.training_job_name == name
+    local_version = local_run(
+        replace(params, train=replace(params.train, compute="local")), prepared, tmp_path / "local"
+    )
+    assert load_model(paths.model).version == local_version
+    assert not (paths.model / "stale.txt").exists()
+    assert (paths.insight / "perceptrons.npz").exists()
+    assert json.loads((paths.live / "metrics.json").read_text())["step"] == 30
+    assert (paths.live / "plots" / "metrics" / "train" / "loss.tsv").exists()
+    assert "itsacat-metric val/accuracy=" in run.logs
+    msgs = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1)["Messages"]
+    body = json.loads(json.loads(msgs[0]["Body"])["Message"])
+    assert body["event"] == "training_ended" and body["details"]["job"] == name
+
+
+@pytest.mark.aws
+def test_failed_job_reports_the_container_failure(
+    bucket: str, sagemaker_runs: list[Run], prepared: Path, tmp_path: Path
+) -> None:
+    # cupy is not installed here: the "GPU container" fails the way a broken image would.
+    params = small_params(
+        aws={"role_arn": ROLE, "bucket": bucket, "poll_s": 0.01},
+        train={"compute": "sagemaker", "backend": "cupy"},
+    )
+    paths = _paths(tmp_path, prepared)
+    with pytest.raises(AWSError, match=r"ended Failed: ConfigError: .*cupy") as info:
+        train_on_sagemaker(params, paths=paths)
+    assert "run `dvc repro train` again" in str(info.value)
+    assert not paths.model.exists()
+
+
+@pytest.mark.aws
+def test_bad_configuration_fails_before_anything_is_made(
+    aws_env: str, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3 = client("s3", "us-east-1")
+    paths = _paths(tmp_path, prepared)
+    no_role = small_params(aws={"bucket": BUCKET}, train={"compute": "sagemaker"})
+    with pytest.raises(ConfigError, match=r"aws.role_arn"):
+        train_on_sagemaker(no_role, paths=paths)
+    no_bucket = small_params(aws={"bucket": "no-such-bucket", "role_arn": ROLE})
+    with pytest.raises(AWSError, match=r"bucket does not exist.*itsacat aws bootstrap"):
+        train_on_sagemaker(no_bucket, paths=paths)
+    assert s3.list_buckets()["Buckets"] == []
+    with pytest.raises(ConfigError, match=r"aws.role_arn must be an IAM role ARN"):
+        small_params(aws={"role_arn": "itsacat-sagemaker"})
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(AWSError, match=r"no AWS credentials found.*AWS_ACCESS_KEY_ID"):
+        train_on_sagemaker(no_bucket, paths=paths)
+
+
+@pytest.mark.aws
+def test_refused_job_removes_what_it_uploaded(
+    bucket: str, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.sagemaker.exceptions import ValidationError
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    def refuse(self: object, *args: object, **kwargs: object) -> None:
+        raise ValidationError(message="Invalid ImageUri for this region")
+
+    monkeypatch.setattr(SageMakerModelBackend, "create_training_job", refuse)
+    params = small_params(aws={"role_arn": ROLE, "bucket": bucket}, train={"compute": "sagemaker"})
+    with pytest.raises(AWSError, match=r"Invalid ImageUri.*removed the \d+ uploaded input"):
+        train_on_sagemaker(params, paths=_paths(tmp_path, prepared))
+    assert client("s3", "us-east-1").list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_unsafe_archive_is_refused(tmp_path: Path, prepared: Path) -> None:
+    import io
+    import tarfile
+
+    from itsacat.aws.training import unpack_outputs
+
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("../escape.txt")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    paths = _paths(tmp_path, prepared)
+    paths.model.parent.mkdir()
+    with pytest.raises(AWSError, match="unsafe entry"):
+        unpack_outputs(archive, paths)
+    assert list(paths.model.parent.iterdir()) == []

@@ -162,7 +162,7 @@ def test_stratified_split_keeps_class_shares_and_is_seeded() -> None:
     tr, va = stratified_split(labels, 0.2, np.random.default_rng(0))
     assert len(va) == 20 and labels[va].sum() == 6
     assert not set(tr) & set(va) and len(tr) + len(va) == 100
-    tr2, va2 = stratified_split(labels, 0.2, np.random.default_rng(0))
+    _, va2 = stratified_split(labels, 0.2, np.random.default_rng(0))
     assert np.array_equal(va, va2)
     tr0, va0 = stratified_split(labels, 0.0, np.random.default_rng(0))
     assert len(tr0) == 100 and len(va0) == 0

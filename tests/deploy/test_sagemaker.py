@@ -11,10 +11,6 @@ the serving tests unpack model.tar.gz and call its functions the way the contain
 
 from __future__ import annotations
 
-import dataclasses
-import sys
-import tarfile
-import types
 from pathlib import Path
 from typing import Any
 
@@ -37,23 +33,16 @@ pytestmark = pytest.mark.aws
 BUCKET = "itsacat-deploy-test"
 
 
-@dataclasses.dataclass(frozen=True)
-class _Aws:  # stands in for AwsParams until it grows bucket/role_arn
-    region: str = "us-east-1"
-    bucket: str = BUCKET
-    role_arn: str = ROLE
-
-
 def make_params(photos: list[Path], bucket: str = BUCKET, **sagemaker: Any) -> Params:
     raw = {
+        "aws": {"region": "us-east-1", "bucket": bucket, "role_arn": ROLE},
         "deploy": {
             "target": "sagemaker",
             "smoke": {"photos": [str(p) for p in photos], "max_photos": 0},
-            "sagemaker": {"poll_s": 0, "role_arn": ROLE, **sagemaker},
-        }
+            "sagemaker": {"poll_s": 0, **sagemaker},
+        },
     }
-    params = params_from_dict(raw)
-    return dataclasses.replace(params, aws=_Aws(bucket=bucket))  # type: ignore[arg-type]
+    return params_from_dict(raw)
 
 
 @pytest.fixture
@@ -68,24 +57,6 @@ def clients(
     )
     c.s3.create_bucket(Bucket=BUCKET)
     return c
-
-
-@pytest.fixture(autouse=True)
-def tarball_builder(monkeypatch: pytest.MonkeyPatch) -> None:
-    """TEMPORARY until itsacat.serve.package exists: a minimal model.tar.gz builder."""
-    try:
-        import itsacat.serve.package  # noqa: F401
-    except ImportError:
-
-        def build_model_tarball(model_dir: Path, out: Path) -> Path:
-            with tarfile.open(out, "w:gz") as tf:
-                for f in sorted(Path(model_dir).iterdir()):
-                    tf.add(f, arcname=f.name)
-            return out
-
-        module = types.ModuleType("itsacat.serve.package")
-        module.build_model_tarball = build_model_tarball  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "itsacat.serve.package", module)
 
 
 def deploy(
@@ -130,7 +101,7 @@ def test_first_deploy_creates_registers_and_smoke_tests(
     (pkg,) = packages(clients)
     assert pkg["ModelApprovalStatus"] == "Approved"
     key = clients.s3.list_objects_v2(Bucket=BUCKET)["Contents"][0]["Key"]
-    assert key.startswith("itsacat/deploy/") and key.endswith("/model.tar.gz")
+    assert key.startswith("itsacat/deploy/sagemaker/") and key.endswith("/model.tar.gz")
     model = clients.sagemaker.describe_model(ModelName=result.details["model"])
     assert model["PrimaryContainer"]["ModelDataUrl"] == f"s3://{BUCKET}/{key}"
     assert model["PrimaryContainer"]["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
@@ -229,9 +200,7 @@ def test_ab_test_splits_traffic_between_live_and_new_model(
 
 def test_missing_bucket_is_one_clear_message(clients, model_a, photos, tmp_path):
     params = make_params(photos, bucket="no-such-bucket-here")
-    with pytest.raises(
-        AWSError, match=r"no-such-bucket-here.*does not exist.*itsacat aws bootstrap"
-    ):
+    with pytest.raises(AWSError, match=r"no-such-bucket-here.*does not exist.*aws bootstrap"):
         deploy_sagemaker(model_a, params, clients, tmp_path)
     assert clients.sagemaker.list_models()["Models"] == []
 
@@ -239,8 +208,10 @@ def test_missing_bucket_is_one_clear_message(clients, model_a, photos, tmp_path)
 def test_bad_role_arn_is_refused_before_anything_is_created(photos):
     from itsacat.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"deploy\.sagemaker\.role_arn must be an IAM role ARN"):
-        params_from_dict({"deploy": {"sagemaker": {"role_arn": "itsacat-role"}}})
+    with pytest.raises(ConfigError, match=r"aws\.role_arn must be an IAM role ARN"):
+        params_from_dict({"aws": {"role_arn": "itsacat-role"}})
+    with pytest.raises(ConfigError, match=r"deploy\.aws_lambda\.role_arn must be an IAM role"):
+        params_from_dict({"deploy": {"aws_lambda": {"role_arn": "arn:aws:iam::12:role/x"}}})
 
 
 def test_missing_credentials_is_one_clear_message(

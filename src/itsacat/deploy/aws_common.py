@@ -1,16 +1,19 @@
-"""AWS plumbing the deploy targets share: error translation, waiting, alarms, notifications.
+"""AWS plumbing the deploy targets share: calls with clear errors, waiting, alarms, notices.
 
-Clients are passed in (see `cli.py`), never created here, so tests point them at moto.
+Clients are passed in (`cli.py` makes them with `itsacat.aws.clients.client`), never made
+here, so tests point them at moto. Failures are explained by `itsacat.aws.clients.explain`,
+the one place that turns botocore errors into a line saying what to fix.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
+from itsacat.aws.clients import error_code, explain
 from itsacat.config import Params
 from itsacat.errors import AWSError, ItsacatError
 
@@ -18,18 +21,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 
-
-def error_code(exc: BaseException) -> str:
-    """The AWS error code of a botocore ClientError ("" for anything else)."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", ""))
-    return ""
-
-
-def error_message(exc: BaseException) -> str:
+def _message(exc: BaseException) -> str:
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Message", "")) or str(exc)
@@ -38,59 +31,24 @@ def error_message(exc: BaseException) -> str:
 
 def is_not_found(exc: BaseException) -> bool:
     code = error_code(exc)
-    return code in {"404", "NoSuchKey", "NoSuchBucket", "ResourceNotFoundException"} or (
+    return code in {"404", "NoSuchKey", "NotFound", "ResourceNotFoundException"} or (
         code == "ValidationException"
-        and any(t in error_message(exc).lower() for t in ("could not find", "does not exist"))
+        and any(t in _message(exc).lower() for t in ("could not find", "does not exist"))
     )
 
 
-def explain(exc: BaseException, what: str) -> AWSError:
-    """Turn a botocore failure into one line that says what to fix."""
-    from botocore.exceptions import (
-        EndpointConnectionError,
-        NoCredentialsError,
-        NoRegionError,
-        PartialCredentialsError,
-    )
-
-    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-        return AWSError(
-            f"{what}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or in CI assume the deploy role "
-            "through GitHub OIDC"
-        )
-    if isinstance(exc, NoRegionError):
-        return AWSError(f"{what}: no AWS region; set aws.region in params.yaml")
-    if isinstance(exc, EndpointConnectionError):
-        return AWSError(f"{what}: cannot reach AWS ({exc}); check aws.region and the network")
-    code, message = error_code(exc), error_message(exc)
-    if code in {"UnrecognizedClientException", "InvalidClientTokenId", "SignatureDoesNotMatch"}:
-        return AWSError(f"{what}: the AWS credentials are not valid ({code}); refresh them")
-    if code in {"AccessDenied", "AccessDeniedException", "403"}:
-        return AWSError(
-            f"{what}: access denied ({message}); grant the deploy role the permissions "
-            "`itsacat aws bootstrap` prints"
-        )
-    if code == "ValidationException" and "role" in message.lower():
-        return AWSError(
-            f"{what}: the role was refused ({message}); set a role ARN SageMaker/Lambda "
-            "may assume (deploy.*.role_arn or aws.role_arn)"
-        )
-    return AWSError(f"{what}: {code or type(exc).__name__}: {message}")
-
-
-def call(what: str, fn: Callable[..., T], **kwargs: Any) -> T:
-    """Run one AWS call; a failure becomes an `AWSError` naming `what` and the fix."""
+def call(action: str, fn: Callable[..., T], region: str | None = None, **kwargs: Any) -> T:
+    """Run one AWS call; a failure becomes one `AWSError` naming `action` and the fix."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         return fn(**kwargs)
     except (ClientError, BotoCoreError) as exc:
-        raise explain(exc, what) from None
+        raise explain(exc, action, region) from None
 
 
-def find(what: str, fn: Callable[..., T], **kwargs: Any) -> T | None:
-    """Like `call`, but a "not found" answer is None instead of an error."""
+def find(action: str, fn: Callable[..., T], region: str | None = None, **kwargs: Any) -> T | None:
+    """Like `call`, but "not found" is None instead of an error."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -98,46 +56,38 @@ def find(what: str, fn: Callable[..., T], **kwargs: Any) -> T | None:
     except ClientError as exc:
         if is_not_found(exc):
             return None
-        raise explain(exc, what) from None
+        raise explain(exc, action, region) from None
     except BotoCoreError as exc:
-        raise explain(exc, what) from None
+        raise explain(exc, action, region) from None
 
 
-def aws_setting(params: Params, name: str) -> str:
-    """A field of the `aws:` section, "" when that section has no such field (yet)."""
-    return str(getattr(params.aws, name, "") or "")
-
-
-def require_bucket(params: Params, s3: Any) -> str:
-    """aws.bucket, checked to exist and be reachable, or one line saying how to fix it."""
-    bucket = aws_setting(params, "bucket")
-    if not bucket:
-        raise AWSError(
-            "aws.bucket is empty; set it in params.yaml to your bucket "
-            "(`itsacat aws bootstrap` creates one)"
-        )
+def require_bucket(params: Params, s3: Any, root: Path = Path(".")) -> str:
+    """The bucket (aws.bucket or DVC remote `s3`), checked to exist, or one line to fix it."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from itsacat.aws.bootstrap import resolve_bucket
+
+    bucket = resolve_bucket(params.aws, root)
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as exc:
         if error_code(exc) in {"404", "NoSuchBucket", "NotFound"}:
             raise AWSError(
-                f"bucket {bucket!r} (aws.bucket) does not exist in this account; create it "
-                "with `itsacat aws bootstrap` or fix aws.bucket in params.yaml"
+                f"bucket {bucket!r} does not exist; create it with `itsacat aws bootstrap`, "
+                "or fix aws.bucket in params.yaml (or the s3 remote in .dvc/config)"
             ) from None
-        raise explain(exc, f"checking bucket {bucket!r}") from None
+        raise explain(exc, f"checking bucket {bucket}", params.aws.region) from None
     except BotoCoreError as exc:
-        raise explain(exc, f"checking bucket {bucket!r}") from None
+        raise explain(exc, f"checking bucket {bucket}", params.aws.region) from None
     return bucket
 
 
 def require_role(arn: str, key: str) -> str:
+    """A role ARN the config must supply for this target (its format is checked at load)."""
     if not arn:
-        raise AWSError(f"{key} is empty; set it to an IAM role ARN (see README, AWS)")
-    if not ROLE_ARN.match(arn):
         raise AWSError(
-            f"{key} must be an IAM role ARN like arn:aws:iam::123456789012:role/NAME, got {arn!r}"
+            f"{key} is empty; set it in params.yaml to the IAM role ARN the service assumes "
+            "(README: AWS)"
         )
     return arn
 
@@ -146,7 +96,7 @@ def require_alarms(cloudwatch: Any, names: tuple[str, ...], key: str) -> None:
     """Every alarm a rollback depends on must exist, or the guard would silently be off."""
     if not names:
         return
-    found = call("describe CloudWatch alarms", cloudwatch.describe_alarms, AlarmNames=list(names))
+    found = call("reading CloudWatch alarms", cloudwatch.describe_alarms, AlarmNames=list(names))
     have = {a["AlarmName"] for a in found.get("MetricAlarms", [])}
     have |= {a["AlarmName"] for a in found.get("CompositeAlarms", [])}
     missing = [n for n in names if n not in have]
@@ -160,7 +110,7 @@ def require_alarms(cloudwatch: Any, names: tuple[str, ...], key: str) -> None:
 def alarms_firing(cloudwatch: Any, names: list[str]) -> list[str]:
     if not names:
         return []
-    found = call("read CloudWatch alarms", cloudwatch.describe_alarms, AlarmNames=names)
+    found = call("reading CloudWatch alarms", cloudwatch.describe_alarms, AlarmNames=names)
     alarms = found.get("MetricAlarms", []) + found.get("CompositeAlarms", [])
     return [a["AlarmName"] for a in alarms if a.get("StateValue") == "ALARM"]
 
@@ -173,7 +123,7 @@ def poll(
     poll_s: float,
     timeout_s: float,
 ) -> T:
-    """Call `read` until `done`, logging each new state with the time waited so far."""
+    """Call `read` until `done`, logging each new state and the time waited so far."""
     start = time.monotonic()
     last = ""
     while True:
@@ -188,18 +138,15 @@ def poll(
         if elapsed > timeout_s:
             raise AWSError(
                 f"{what} is still {text} after {timeout_s:.0f} s; look at it in the AWS "
-                "console (CloudWatch logs), or raise the timeout in params.yaml"
+                "console (and its CloudWatch logs), or raise the timeout in params.yaml"
             )
         time.sleep(poll_s)
 
 
 def notify(params: Params, event: str, message: str, **details: Any) -> None:
-    """Tell the configured notifier; a notifier failure is logged, never fails the deploy."""
-    try:
-        from itsacat.aws.notify import notify as send
-    except ImportError:
-        log.info("notification (no notifier installed): %s", message)
-        return
+    """Tell the configured notifier; a bad notifier setting is logged, never fails a deploy."""
+    from itsacat.aws.notify import notify as send
+
     try:
         send(event, message, params.notify, **details)
     except ItsacatError as exc:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tarfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -57,28 +55,12 @@ def model_version(model_dir: Path) -> str:
     return version
 
 
-def archive_digest(path: Path) -> str:
-    """SHA-256 over the members (names and contents) of a .tar.gz or .zip, ignoring timestamps.
-
-    Two builds of the same model and code give the same digest even when the archive bytes
-    differ (mtimes, gzip headers), so S3 keys and resource names derived from it are
-    content-addressed and a repeated deploy finds what it already uploaded.
-    """
-    members: list[tuple[str, str]] = []
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                if not info.is_dir():
-                    members.append((info.filename, hashlib.sha256(zf.read(info)).hexdigest()))
-    else:
-        with tarfile.open(path, "r:*") as tf:
-            for member in tf.getmembers():
-                if member.isfile():
-                    f = tf.extractfile(member)
-                    assert f is not None
-                    name = member.name.removeprefix("./")
-                    members.append((name, hashlib.sha256(f.read()).hexdigest()))
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes. The archives `serve.package` builds are byte-reproducible
+    (sorted members, fixed dates and owners), so the same model and code give the same
+    digest, and S3 keys and resource names derived from it are content-addressed."""
     h = hashlib.sha256()
-    for name, digest in sorted(members):
-        h.update(f"{name}\0{digest}\n".encode())
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
     return h.hexdigest()

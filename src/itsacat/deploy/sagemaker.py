@@ -27,7 +27,7 @@ from typing import Any
 
 from itsacat.config import Params, SageMakerDeployParams, TrafficParams
 from itsacat.deploy import aws_common as aws
-from itsacat.deploy.common import DeployError, DeployResult, archive_digest, model_version
+from itsacat.deploy.common import DeployError, DeployResult, file_digest, model_version
 from itsacat.deploy.smoke import Invoke, SmokeCase, run_smoke, select_cases
 from itsacat.errors import AWSError
 
@@ -121,14 +121,14 @@ def config_name(endpoint: str, variants: list[Variant], instance_type: str, coun
 
 
 def _describe_endpoint(sm: Any, name: str) -> dict[str, Any] | None:
-    return aws.find(f"describe endpoint {name}", sm.describe_endpoint, EndpointName=name)
+    return aws.find(f"describing endpoint {name}", sm.describe_endpoint, EndpointName=name)
 
 
 def _wait_in_service(sm: Any, name: str, params: Params) -> dict[str, Any]:
     p = params.deploy.sagemaker
     return aws.poll(
         f"endpoint {name}",
-        lambda: aws.call("describe endpoint", sm.describe_endpoint, EndpointName=name),
+        lambda: aws.call("describing endpoint", sm.describe_endpoint, EndpointName=name),
         lambda d: d["EndpointStatus"] not in BUSY,
         lambda d: d["EndpointStatus"],
         p.poll_s,
@@ -147,7 +147,7 @@ def _ensure_alarms(
         for v in variants:
             alarm = f"{endpoint}-{v.name}-5xx"
             aws.call(
-                f"create alarm {alarm}",
+                f"creating alarm {alarm}",
                 clients.cloudwatch.put_metric_alarm,
                 AlarmName=alarm,
                 AlarmDescription=f"itsacat: 5xx errors on endpoint {endpoint} ({v.name})",
@@ -170,9 +170,9 @@ def _ensure_alarms(
 
 def _upload(s3: Any, tarball: Path, bucket: str, key: str) -> str:
     url = f"s3://{bucket}/{key}"
-    if aws.find("look up the model archive", s3.head_object, Bucket=bucket, Key=key) is None:
+    if aws.find("looking up the model archive", s3.head_object, Bucket=bucket, Key=key) is None:
         log.info("uploading %s → %s", tarball.name, url)
-        aws.call(f"upload {url}", s3.upload_file, Filename=str(tarball), Bucket=bucket, Key=key)
+        aws.call(f"uploading {url}", s3.upload_file, Filename=str(tarball), Bucket=bucket, Key=key)
     else:
         log.info("%s already uploaded", url)
     return url
@@ -184,14 +184,14 @@ def _register(
     """The package ARN in the registry for this archive, creating group/version as needed."""
     if (
         aws.find(
-            "describe model package group",
+            "describing model package group",
             sm.describe_model_package_group,
             ModelPackageGroupName=group,
         )
         is None
     ):
         aws.call(
-            f"create model package group {group}",
+            f"creating model package group {group}",
             sm.create_model_package_group,
             ModelPackageGroupName=group,
             ModelPackageGroupDescription="itsacat cat/non-cat models (itsacat deploy)",
@@ -202,7 +202,7 @@ def _register(
         kwargs: dict[str, Any] = {"ModelPackageGroupName": group, "MaxResults": 100}
         if token:
             kwargs["NextToken"] = token
-        page = aws.call("list model packages", sm.list_model_packages, **kwargs)
+        page = aws.call("listing model packages", sm.list_model_packages, **kwargs)
         for summary in page.get("ModelPackageSummaryList", []):
             if summary.get("ModelPackageDescription") == description:
                 return summary["ModelPackageArn"], False
@@ -210,7 +210,7 @@ def _register(
         if not token:
             break
     created = aws.call(
-        f"register the model in {group}",
+        f"registering the model in {group}",
         sm.create_model_package,
         ModelPackageGroupName=group,
         ModelPackageDescription=description,
@@ -228,7 +228,7 @@ def _register(
 
 def _set_approval(sm: Any, arn: str, status: str, why: str) -> None:
     aws.call(
-        "update the model package",
+        "updating the model package",
         sm.update_model_package,
         ModelPackageArn=arn,
         ModelApprovalStatus=status,
@@ -248,7 +248,7 @@ def _invoker(runtime: Any, endpoint: str, variant: str | None, version: str) -> 
         }
         if variant:
             kwargs["TargetVariant"] = variant
-        answer = aws.call(f"invoke endpoint {endpoint}", runtime.invoke_endpoint, **kwargs)
+        answer = aws.call(f"invoking endpoint {endpoint}", runtime.invoke_endpoint, **kwargs)
         return answer["Body"].read()
 
     return invoke
@@ -287,18 +287,15 @@ def deploy_sagemaker(
 
     p = params.deploy.sagemaker
     endpoint = p.endpoint_name
-    region = aws.aws_setting(params, "region") or "us-east-1"
-    role = aws.require_role(
-        p.role_arn or aws.aws_setting(params, "role_arn"),
-        "deploy.sagemaker.role_arn (or aws.role_arn)",
-    )
+    region = params.aws.region
+    role = aws.require_role(params.aws.role_arn, "aws.role_arn (the SageMaker execution role)")
     image = p.image_uri or default_image(region)
     version = model_version(model_dir)
     cases = select_cases(params.deploy.smoke, base)
-    bucket = aws.require_bucket(params, clients.s3)
+    bucket = aws.require_bucket(params, clients.s3, base)
 
     tarball = build_model_tarball(model_dir, work_dir / "model.tar.gz")
-    digest = archive_digest(tarball)
+    digest = file_digest(tarball)
     model_name = f"{endpoint}-{digest[:12]}"
 
     current = _describe_endpoint(clients.sagemaker, endpoint)
@@ -319,7 +316,7 @@ def deploy_sagemaker(
             )
         live_config = current["EndpointConfigName"]
         live = aws.call(
-            "describe the live endpoint config",
+            "describing the live endpoint config",
             clients.sagemaker.describe_endpoint_config,
             EndpointConfigName=live_config,
         )
@@ -365,7 +362,7 @@ def _ship(
     p = params.deploy.sagemaker
     sm = clients.sagemaker
     endpoint, version = plan.endpoint, plan.version
-    key = f"{p.s3_prefix.strip('/')}/{plan.digest[:16]}/model.tar.gz"
+    key = f"{params.aws.prefix}/deploy/sagemaker/{plan.digest[:16]}/model.tar.gz"
     data_url = _upload(clients.s3, tarball, plan.bucket, key)
     package_arn, new_package = _register(
         sm, p.model_package_group, plan.image, data_url, version, plan.digest
@@ -373,9 +370,9 @@ def _ship(
     if new_package:
         created.append(f"model package {package_arn}")
 
-    if aws.find("describe model", sm.describe_model, ModelName=plan.model_name) is None:
+    if aws.find("describing model", sm.describe_model, ModelName=plan.model_name) is None:
         aws.call(
-            f"create model {plan.model_name}",
+            f"creating model {plan.model_name}",
             sm.create_model,
             ModelName=plan.model_name,
             ExecutionRoleArn=plan.role,
@@ -395,11 +392,13 @@ def _ship(
         )
         created.append(f"model {plan.model_name}")
     known = aws.find(
-        "describe endpoint config", sm.describe_endpoint_config, EndpointConfigName=plan.new_config
+        "describing endpoint config",
+        sm.describe_endpoint_config,
+        EndpointConfigName=plan.new_config,
     )
     if known is None:
         aws.call(
-            f"create endpoint config {plan.new_config}",
+            f"creating endpoint config {plan.new_config}",
             sm.create_endpoint_config,
             EndpointConfigName=plan.new_config,
             ProductionVariants=[
@@ -420,7 +419,7 @@ def _ship(
     if plan.live_config is None:
         log.info("creating endpoint %s (config %s)", endpoint, plan.new_config)
         aws.call(
-            f"create endpoint {endpoint}",
+            f"creating endpoint {endpoint}",
             sm.create_endpoint,
             EndpointName=endpoint,
             EndpointConfigName=plan.new_config,
@@ -435,7 +434,7 @@ def _ship(
             p.traffic.mode,
         )
         aws.call(
-            f"update endpoint {endpoint}",
+            f"updating endpoint {endpoint}",
             sm.update_endpoint,
             EndpointName=endpoint,
             EndpointConfigName=plan.new_config,
@@ -447,7 +446,7 @@ def _ship(
         reason = settled.get("FailureReason", "no reason given")
         _set_approval(sm, package_arn, "Rejected", f"endpoint failed: {reason}")
         if plan.live_config is None:
-            aws.find(f"delete endpoint {endpoint}", sm.delete_endpoint, EndpointName=endpoint)
+            aws.find(f"deleting endpoint {endpoint}", sm.delete_endpoint, EndpointName=endpoint)
             left = "Deleted the failed new endpoint. " + _delete_created(sm, created)
         else:
             left = f"Created and left: {', '.join(created) or 'nothing'}."
@@ -463,7 +462,7 @@ def _ship(
         message = f"{why} (an alarm fired: {', '.join(alarms)}); model {version} is not live"
         aws.notify(
             params,
-            "deploy_rolled_back",
+            "rollback",
             f"itsacat {endpoint}: {message}",
             target="sagemaker",
             model_version=version,
@@ -476,7 +475,7 @@ def _ship(
         why = f"smoke test failed: {report.first_problem()}"
         _set_approval(sm, package_arn, "Rejected", why)
         if plan.live_config is None:
-            aws.call(f"delete endpoint {endpoint}", sm.delete_endpoint, EndpointName=endpoint)
+            aws.call(f"deleting endpoint {endpoint}", sm.delete_endpoint, EndpointName=endpoint)
             left = _delete_created(sm, created)
             message = f"{why}; deleted the new endpoint {endpoint}. {left}"
         else:
@@ -485,7 +484,7 @@ def _ship(
         created.clear()
         aws.notify(
             params,
-            "deploy_rolled_back",
+            "rollback",
             f"itsacat {endpoint}: {message}",
             target="sagemaker",
             model_version=version,
@@ -522,7 +521,7 @@ def _rollback(sm: Any, endpoint: str, config: str, params: Params) -> None:
     log.warning("rolling endpoint %s back to %s", endpoint, config)
     quick = TrafficParams(mode="all_at_once", alarms=(), create_alarms=False)
     aws.call(
-        f"roll endpoint {endpoint} back",
+        f"rolling endpoint {endpoint} back",
         sm.update_endpoint,
         EndpointName=endpoint,
         EndpointConfigName=config,
@@ -542,9 +541,9 @@ def _delete_created(sm: Any, created: list[str]) -> str:
     for item in created:
         kind, _, name = item.rpartition(" ")
         if kind == "endpoint config":
-            aws.find("delete endpoint config", sm.delete_endpoint_config, EndpointConfigName=name)
+            aws.find("deleting endpoint config", sm.delete_endpoint_config, EndpointConfigName=name)
         elif kind == "model":
-            aws.find("delete model", sm.delete_model, ModelName=name)
+            aws.find("deleting model", sm.delete_model, ModelName=name)
         else:
             kept.append(item)
     return ("Kept (rejected, for the record): " + ", ".join(kept) + ".") if kept else ""
@@ -556,7 +555,7 @@ def endpoint_status(sm: Any, endpoint: str) -> dict[str, Any] | None:
     if desc is None:
         return None
     config = aws.call(
-        "describe endpoint config",
+        "describing endpoint config",
         sm.describe_endpoint_config,
         EndpointConfigName=desc["EndpointConfigName"],
     )

@@ -283,7 +283,6 @@ class TuneParams:
             rng.check(key, source)
 
 
-_ARN_ROLE = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$"
 _AWS_NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"  # SageMaker resource names
 
 
@@ -362,8 +361,6 @@ class SageMakerDeployParams:
     instance_type: str = "ml.m5.large"
     instance_count: int = 1
     image_uri: str = ""  # "" = SageMaker's scikit-learn 1.2-1 CPU image for aws.region
-    role_arn: str = ""  # execution role; "" = aws.role_arn
-    s3_prefix: str = "itsacat/deploy"  # model.tar.gz goes to s3://<aws.bucket>/<prefix>/<sha>/
     traffic: TrafficParams = field(default_factory=TrafficParams)
     ab_new_weight: float = 0.0  # > 0: A/B test; the new model's share, the live one keeps the rest
     poll_s: float = 30.0  # between status checks while waiting
@@ -383,13 +380,6 @@ class SageMakerDeployParams:
             _fail("deploy.sagemaker.instance_type", self.instance_type, "ml.<type>", source)
         if self.instance_count < 1:
             _fail("deploy.sagemaker.instance_count", self.instance_count, ">= 1", source)
-        if self.role_arn and not re.match(_ARN_ROLE, self.role_arn):
-            _fail(
-                "deploy.sagemaker.role_arn",
-                self.role_arn,
-                "an IAM role ARN like arn:aws:iam::123456789012:role/itsacat-sagemaker",
-                source,
-            )
         if not 0.0 <= self.ab_new_weight < 1.0:
             _fail("deploy.sagemaker.ab_new_weight", self.ab_new_weight, "in [0, 1)", source)
         if self.poll_s < 0:
@@ -406,14 +396,13 @@ class LambdaDeployParams:
     function_name: str = "itsacat"
     alias: str = "live"
     role_arn: str = ""  # the function's execution role (required for target lambda)
-    runtime: str = "python3.11"
-    architecture: Literal["x86_64", "arm64"] = "x86_64"
+    site_packages: str = ""  # Linux wheels of numpy/Pillow for the runtime; "" = this Python's
+    rehearse: bool = True  # run the zip's handler on the smoke photos here first, when it can
     memory_mb: int = 1024
     timeout_s: int = 30
     canary_percent: int = 10  # 0 = shift the alias all at once
     canary_wait_s: int = 60  # the canary runs this long, watched by `alarms`
     alarms: tuple[str, ...] = ()  # CloudWatch alarms that roll the canary back
-    s3_prefix: str = "itsacat/lambda"  # zips over 50 MB go through s3://<aws.bucket>/<prefix>/
     poll_s: float = 2.0
     timeout_wait_s: float = 600.0
 
@@ -432,7 +421,7 @@ class LambdaDeployParams:
                 "a name of [A-Za-z0-9_-], not all digits",
                 source,
             )
-        if self.role_arn and not re.match(_ARN_ROLE, self.role_arn):
+        if self.role_arn and not _ROLE_ARN.match(self.role_arn):
             _fail(
                 "deploy.aws_lambda.role_arn",
                 self.role_arn,

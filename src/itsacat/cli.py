@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "serve": "itsacat.serve.server",
     "package": "itsacat.serve.package",
     "aws": "itsacat.aws.cli",
+    "report": "itsacat.report",
 }
 
 

@@ -486,10 +486,64 @@ class NotifyParams:
 
 @dataclass(frozen=True)
 class ReportParams:
-    """The pull-request report: which metrics are guarded, and by how much."""
+    """The pull-request report (`itsacat report`): which metrics must be there, which are
+    guarded and by how much, and which photos it classifies.
+
+    Metric names are keys of `metrics_file` as `dvc metrics diff` spells them
+    (`test.accuracy`). A guard is the most a metric may get worse than on the base branch,
+    in absolute units, before the report fails: a drop for higher-is-better metrics, a rise
+    for lower-is-better ones. Which way is better is read from the metric's last name part.
+    """
+
+    HIGHER_IS_BETTER: typing.ClassVar[frozenset[str]] = frozenset(
+        {"accuracy", "precision", "recall", "f1", "roc_auc"}
+    )
+    LOWER_IS_BETTER: typing.ClassVar[frozenset[str]] = frozenset(
+        {"loss", "log_loss", "size_bytes", "train_seconds"}
+    )
+
+    metrics_file: str = "metrics.json"  # the file whose keys `require` and `guards` name
+    require: tuple[str, ...] = (
+        "test.accuracy",
+        "test.precision",
+        "test.recall",
+        "test.f1",
+        "test.roc_auc",
+        "test.log_loss",
+        "train.accuracy",
+        "train.log_loss",
+        "model.size_bytes",
+        "model.train_seconds",
+    )
+    guards: dict[str, float] = field(
+        default_factory=lambda: {"test.accuracy": 0.02, "test.roc_auc": 0.02}
+    )
+    photos: tuple[str, ...] = ()  # empty = the first max_photos JPEG/PNG in photo_dir
+    photo_dir: str = "../shared/images"
+    max_photos: int = 3
+
+    @classmethod
+    def direction(cls, metric: str) -> int:
+        """+1 if a larger `metric` is better, -1 if a smaller one is, 0 if neither."""
+        leaf = metric.rsplit(".", 1)[-1]
+        return 1 if leaf in cls.HIGHER_IS_BETTER else -1 if leaf in cls.LOWER_IS_BETTER else 0
 
     def check(self, source: str) -> None:
-        pass
+        known = sorted(self.HIGHER_IS_BETTER | self.LOWER_IS_BETTER)
+        for metric, max_worse in self.guards.items():
+            if self.direction(metric) == 0:
+                _fail(
+                    f"report.guards.{metric}",
+                    metric,
+                    "a metric whose last part says which way is better (" + ", ".join(known) + ")",
+                    source,
+                )
+            if max_worse < 0:
+                _fail(f"report.guards.{metric}", max_worse, ">= 0 (0 allows no regression)", source)
+        if not self.metrics_file:
+            _fail("report.metrics_file", self.metrics_file, "a metrics file path", source)
+        if self.max_photos < 0:
+            _fail("report.max_photos", self.max_photos, ">= 0 (0 means all)", source)
 
 
 @dataclass(frozen=True)

@@ -199,7 +199,14 @@ def test_zip_fits_lambda_and_names_its_handler(lambda_zip: Path, tiny_model_dir:
         "numpy/__init__.py",
         "PIL/__init__.py",
     } <= names
-    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+    # Bytecode only as unchecked-hash pycs in __pycache__ (Lambda's task root is read-only).
+    pycs = [n for n in names if n.endswith(".pyc")]
+    assert (
+        "itsacat/serve/__pycache__/lambda_handler." + sys.implementation.cache_tag + ".pyc" in pycs
+    )
+    assert all("/__pycache__/" in n for n in pycs)
+    with zipfile.ZipFile(lambda_zip) as zf:
+        assert zf.read(pycs[0])[4:8] == b"\x01\0\0\0"  # PEP 552: hash-based, unchecked
     manifest = read_lambda_manifest(lambda_zip)
     assert manifest["handler"] == LAMBDA_HANDLER == "itsacat.serve.lambda_handler.handler"
     assert manifest["model_version"] == Predictor.load(tiny_model_dir).version

@@ -284,9 +284,10 @@ def test_memory_stays_bounded_under_hostile_images(tiny_model_dir: Path) -> None
     assert after - before < 400_000, (before, after)
 
 
-def test_sigterm_finishes_in_flight_requests(tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_finishes_in_flight_requests(tiny_model_dir: Path, workers: int) -> None:
     body = npy(PIXELS)
-    with ServerProcess.start(tiny_model_dir, workers=2) as proc:
+    with ServerProcess.start(tiny_model_dir, workers=workers) as proc:
         host, port = proc.host, proc.port
         with socket.create_connection((host, port), timeout=20) as s:
             s.sendall(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 from pathlib import Path
 
 from itsacat.errors import ItsacatError
@@ -68,6 +69,9 @@ def serve(
         workers,
         threads,
     )
+    # uvicorn re-raises the SIGTERM it caught once the graceful shutdown is done; with this
+    # handler in place that re-raise is a no-op, so a SIGTERM'd server exits 0, not -15.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     uvicorn.run(
         "itsacat.serve.app:app_from_env" if workers > 1 else app_from_env,
         factory=True,

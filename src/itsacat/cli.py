@@ -26,6 +26,8 @@ COMMANDS: dict[str, str] = {
     "package": "itsacat.serve.package",
     "aws": "itsacat.aws.cli",
     "report": "itsacat.report",
+    "deploy": "itsacat.deploy.cli",
+    "endpoint": "itsacat.deploy.endpoint_cli",
 }
 
 

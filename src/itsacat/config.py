@@ -316,6 +316,7 @@ class LocalDeployParams:
     start_timeout_s: float = 60.0  # for a new backend's /ping to answer 200
     drain_timeout_s: float = 30.0  # for the old backend's in-flight requests
     keep_models: int = 3  # model snapshots kept for rollback
+    workers: int = 0  # `itsacat serve --workers` per backend; 0 = one per CPU
 
     def check(self, source: str) -> None:
         if not 1 <= self.port <= 65535:
@@ -325,6 +326,8 @@ class LocalDeployParams:
         for key in ("start_timeout_s", "drain_timeout_s"):
             if not getattr(self, key) > 0:
                 _fail(f"deploy.local.{key}", getattr(self, key), "> 0", source)
+        if self.workers < 0:
+            _fail("deploy.local.workers", self.workers, ">= 0 (0 means one per CPU)", source)
         if self.keep_models < 2:
             _fail("deploy.local.keep_models", self.keep_models, ">= 2 (live + previous)", source)
 

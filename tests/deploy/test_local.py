@@ -1,0 +1,216 @@
+"""`itsacat deploy --target local`: real processes, real HTTP on 127.0.0.1.
+
+Clients keep sending photos to the stable port while the model changes under them; every
+answer must be a 200 from one model or the other, and after the switch only from the new
+one. A broken model or a failing smoke test must leave the old model serving.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import free_port
+from itsacat.cli import main as cli_main
+from itsacat.config import Params, params_from_dict
+from itsacat.deploy.common import DeployError
+from itsacat.deploy.local import deploy_local, endpoint_status, pid_alive, stop_endpoint
+
+from .conftest import answers
+
+
+def small_jpeg(seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def params(tmp_path: Path, photos: list[Path]) -> Iterator[Params]:
+    p = params_from_dict(
+        {
+            "deploy": {
+                "smoke": {"photos": [str(photos[0])], "max_photos": 1},
+                "local": {
+                    "port": free_port(),
+                    "state_dir": str(tmp_path / "endpoint"),
+                    "workers": 1,
+                    "drain_timeout_s": 10,
+                },
+            }
+        }
+    )
+    yield p
+    stop_endpoint(p)
+
+
+class Client(threading.Thread):
+    """Sends a small JPEG to the endpoint again and again over one keep-alive connection."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.versions: list[str] = []
+        self.errors: list[str] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        body = small_jpeg()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        while not self.stopped.is_set():
+            try:
+                conn.request("POST", "/invocations", body, {"Content-Type": "image/jpeg"})
+                response = conn.getresponse()
+                data = response.read()
+                if response.status != 200:
+                    self.errors.append(f"HTTP {response.status}: {data[:100]!r}")
+                else:
+                    self.versions.append(json.loads(data)["model_version"])
+            except (OSError, http.client.HTTPException) as exc:
+                self.errors.append(repr(exc))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.close()
+
+    def finish(self) -> None:
+        self.stopped.set()
+        self.join(30)
+
+
+def version_of(model: Path) -> str:
+    return json.loads((model / "model.json").read_text())["version"]
+
+
+def ask(port: int) -> dict[str, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", "/invocations", small_jpeg(), {"Content-Type": "image/jpeg"})
+    answer = conn.getresponse()
+    assert answer.status == 200
+    return dict(json.loads(answer.read()))
+
+
+def test_first_deploy_serves_through_the_stable_port(params, model_a, photos):
+    result = deploy_local(model_a, params)
+    assert result.outcome == "deployed"
+    port = params.deploy.local.port
+    assert ask(port)["model_version"] == version_of(model_a)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/invocations", photos[0].read_bytes(), {"Content-Type": "image/jpeg"})
+    assert json.loads(conn.getresponse().read()) == answers(model_a, photos[:1])[0]
+    status = endpoint_status(params)
+    assert status["proxy_alive"] and status["backend_alive"]
+    assert status["version"] == version_of(model_a)
+
+
+def test_switch_under_load_drops_no_request(params, model_a, model_b):
+    first = deploy_local(model_a, params)
+    clients = [Client(params.deploy.local.port) for _ in range(3)]
+    for c in clients:
+        c.start()
+    time.sleep(0.5)
+    second = deploy_local(model_b, params)
+    time.sleep(0.5)
+    for c in clients:
+        c.finish()
+    a, b = version_of(model_a), version_of(model_b)
+    for c in clients:
+        assert c.errors == []
+        assert set(c.versions) == {a, b}
+        switched = c.versions.index(b)
+        assert set(c.versions[switched:]) == {b}, "after the switch only the new model answers"
+    assert second.outcome == "deployed" and second.details["previous"] == a
+    assert not pid_alive(first.details["backend"]["pid"]), "the old backend was stopped"
+    print(f"requests during the switch: {sum(len(c.versions) for c in clients)}, errors: 0")
+
+
+def test_broken_model_leaves_the_old_one_serving(params, model_a, model_b, tmp_path):
+    deploy_local(model_a, params)
+    broken = tmp_path / "broken"
+    shutil.copytree(model_b, broken)
+    (weights,) = broken.glob("weights-*.npz")
+    weights.write_bytes(b"not a numpy archive")
+    client = Client(params.deploy.local.port)
+    client.start()
+    with pytest.raises(DeployError, match="did not start"):
+        deploy_local(broken, params)
+    time.sleep(0.3)
+    client.finish()
+    assert client.errors == []
+    assert set(client.versions) == {version_of(model_a)}
+    status = endpoint_status(params)
+    assert status["version"] == version_of(model_a) and status["backend_alive"]
+
+
+def test_failed_smoke_test_leaves_the_old_one_serving(params, model_a, model_b, photos):
+    deploy_local(model_a, params)
+    said = answers(model_b, photos[:1])[0]["label"]
+    strict = params_from_dict(
+        {
+            "deploy": {
+                "smoke": {
+                    "photos": [str(photos[0])],
+                    "expect": {photos[0].name: "non-cat" if said == "cat" else "cat"},
+                },
+                "local": {
+                    "port": params.deploy.local.port,
+                    "state_dir": params.deploy.local.state_dir,
+                    "workers": 1,
+                },
+            }
+        }
+    )
+    with pytest.raises(DeployError, match=f"labelled {said}.*keeps serving"):
+        deploy_local(model_b, strict)
+    assert ask(params.deploy.local.port)["model_version"] == version_of(model_a)
+    backends = json.loads((Path(params.deploy.local.state_dir) / "state.json").read_text())
+    assert backends["active"]["version"] == version_of(model_a)
+
+
+def test_repeated_deploy_changes_nothing(params, model_a):
+    first = deploy_local(model_a, params)
+    again = deploy_local(model_a, params)
+    assert again.outcome == "unchanged"
+    assert again.details["backend"]["pid"] == first.details["backend"]["pid"]
+
+
+def test_stop_frees_the_port(params, model_a):
+    result = deploy_local(model_a, params)
+    stopped = stop_endpoint(params)
+    assert len(stopped) == 2
+    assert not pid_alive(result.details["backend"]["pid"])
+    with pytest.raises(OSError):
+        http.client.HTTPConnection("127.0.0.1", params.deploy.local.port, timeout=2).connect()
+
+
+def test_cli_deploy_status_stop(params, model_a, tmp_path, capsys):
+    local = params.deploy.local
+    yaml = tmp_path / "params.yaml"
+    yaml.write_text(
+        json.dumps(
+            {
+                "deploy": {
+                    "smoke": {"photos": list(params.deploy.smoke.photos)},
+                    "local": {"port": local.port, "state_dir": local.state_dir, "workers": 1},
+                }
+            }
+        )
+    )
+    args = ["--params", str(yaml)]
+    assert cli_main(["deploy", "--model-dir", str(model_a), *args]) == 0
+    assert cli_main(["endpoint", "status", *args]) == 0
+    out = capsys.readouterr().out
+    assert version_of(model_a) in out and f":{local.port}" in out
+    assert cli_main(["endpoint", "stop", *args]) == 0
+    assert "stopped" in capsys.readouterr().out

@@ -112,7 +112,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "deploy",
         help="deploy model/ (smoke-tested, blue/green, rollback) to local|sagemaker|lambda",
@@ -122,7 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=_cmd_deploy)
 
 
-def register_endpoint(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_endpoint(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("endpoint", help="status of a deployed endpoint; stop the local one")
     p.add_argument("action", choices=("status", "stop"))
     _common(p)

@@ -29,7 +29,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from itsacat.config import Params
 from itsacat.deploy import aws_common as aws
@@ -101,7 +101,9 @@ for line in sys.stdin:
 """
 
 
-def rehearse(zip_path: Path, manifest: dict[str, Any], cases: list[SmokeCase], version: str):
+def rehearse(
+    zip_path: Path, manifest: dict[str, Any], cases: list[SmokeCase], version: str
+) -> SmokeReport | None:
     """Run the zip's own handler on the smoke photos in a fresh interpreter, if it can run here.
 
     Returns the report, or None when the zip targets another Python or CPU than this one.
@@ -169,7 +171,9 @@ def _alias(lam: Any, function: str, alias: str) -> dict[str, Any] | None:
     return aws.find(f"reading alias {alias}", lam.get_alias, FunctionName=function, Name=alias)
 
 
-def _live_matches(lam: Any, function: str, version: str, sha: str, settings: dict) -> bool:
+def _live_matches(
+    lam: Any, function: str, version: str, sha: str, settings: dict[str, Any]
+) -> bool:
     """Whether published `version` already runs this zip with these settings."""
     conf = aws.call(
         f"reading {function}:{version}",
@@ -182,7 +186,9 @@ def _live_matches(lam: Any, function: str, version: str, sha: str, settings: dic
     )
 
 
-def _point_alias(lam: Any, function: str, alias: str, version: str, extra: dict[str, float]):
+def _point_alias(
+    lam: Any, function: str, alias: str, version: str, extra: dict[str, float]
+) -> None:
     aws.call(
         f"moving alias {alias}",
         lam.update_alias,
@@ -215,7 +221,7 @@ def deploy_lambda(
     manifest = read_lambda_manifest(zip_path)
     code = zip_path.read_bytes()
     sha = base64.b64encode(hashlib.sha256(code).digest()).decode()  # Lambda's CodeSha256
-    settings = {
+    settings: dict[str, Any] = {
         "Role": role,
         "Handler": str(manifest["handler"]),
         "Runtime": str(manifest["runtime"]),
@@ -310,7 +316,7 @@ def deploy_lambda(
 
     after = run_smoke(_invoker(lam, function, alias), cases, version)
     if not after.ok:
-        return _roll_back(lam, function, alias, live_version, new, after, params, version)
+        _roll_back(lam, function, alias, live_version, new, after, params, version)
     result = DeployResult(
         "lambda",
         "deployed",
@@ -379,7 +385,7 @@ def _roll_back(
     report: SmokeReport,
     params: Params,
     version: str,
-) -> DeployResult:
+) -> NoReturn:
     why = f"smoke test through {function}:{alias} failed: {report.first_problem()}"
     if old is None:
         aws.call(f"deleting alias {alias}", lam.delete_alias, FunctionName=function, Name=alias)

@@ -11,6 +11,7 @@ the serving tests unpack model.tar.gz and call its functions the way the contain
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,12 @@ pytestmark = pytest.mark.aws
 BUCKET = "itsacat-deploy-test"
 
 
-def make_params(photos: list[Path], bucket: str = BUCKET, **sagemaker: Any) -> Params:
+def make_params(
+    photos: list[Path], bucket: str = BUCKET, notify: dict | None = None, **sagemaker: Any
+) -> Params:
     raw = {
         "aws": {"region": "us-east-1", "bucket": bucket, "role_arn": ROLE},
+        "notify": notify or {},
         "deploy": {
             "target": "sagemaker",
             "smoke": {"photos": [str(p) for p in photos], "max_photos": 0},
@@ -126,10 +130,27 @@ def test_second_deploy_is_a_blue_green_update(
     assert [p["ModelApprovalStatus"] for p in packages(clients)] == ["Approved", "Approved"]
 
 
+def subscribed_queue(moto: str) -> tuple[str, str]:
+    """An SNS topic and the SQS queue that hears it: (topic ARN, queue URL)."""
+    sns, sqs = client("sns", moto), client("sqs", moto)
+    topic = sns.create_topic(Name="itsacat-deploys")["TopicArn"]
+    queue = sqs.create_queue(QueueName="itsacat-deploys")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn["QueueArn"])
+    return topic, queue
+
+
+def events(moto: str, queue: str) -> list[str]:
+    got = client("sqs", moto).receive_message(QueueUrl=queue, MaxNumberOfMessages=10)
+    bodies = [json.loads(json.loads(m["Body"])["Message"]) for m in got.get("Messages", [])]
+    return [b["event"] for b in bodies]
+
+
 def test_failed_smoke_test_rolls_back_to_the_previous_config(
     clients, sagemaker_update_endpoint, model_a, model_b, photos, aws_env, tmp_path
 ):
-    params = make_params(photos)
+    topic, queue = subscribed_queue(aws_env)
+    params = make_params(photos, notify={"sns_topic_arn": topic})
     first = deploy(model_a, params, clients, tmp_path, aws_env, photos)
     with pytest.raises(DeployError, match=r"smoke test failed: .*rolled back to " + first.live):
         deploy(model_b, params, clients, tmp_path, aws_env, photos, good=False)
@@ -137,6 +158,34 @@ def test_failed_smoke_test_rolls_back_to_the_previous_config(
     assert [c["EndpointConfigName"] for c in sagemaker_update_endpoint][-1] == first.live
     statuses = sorted(p["ModelApprovalStatus"] for p in packages(clients))
     assert statuses == ["Approved", "Rejected"]
+    assert events(aws_env, queue) == ["deploy_succeeded", "rollback"]
+
+
+def test_cli_deploys_and_reports_bad_config_in_one_line(
+    clients, model_a, photos, aws_env, tmp_path, capsys
+):
+    """`itsacat deploy --target sagemaker` makes its own clients (AWS_ENDPOINT_URL → moto)."""
+    from itsacat.cli import main as cli_main
+
+    yaml = tmp_path / "params.yaml"
+    raw = {
+        "aws": {"bucket": BUCKET, "role_arn": ROLE},
+        "deploy": {"smoke": {"photos": [str(p) for p in photos]}, "sagemaker": {"poll_s": 0}},
+    }
+    yaml.write_text(json.dumps(raw))
+    queue_sagemaker_answers(aws_env, answers(model_a, photos))
+    argv = ["deploy", "--target", "sagemaker", "--model-dir", str(model_a), "--params", str(yaml)]
+    assert cli_main(argv) == 0
+    assert "sagemaker: deployed model" in capsys.readouterr().out
+    assert cli_main(["endpoint", "status", "--target", "sagemaker", "--params", str(yaml)]) == 0
+    assert "status: InService" in capsys.readouterr().out
+    raw["aws"]["bucket"] = "not-there-bucket"
+    yaml.write_text(json.dumps(raw))
+    assert cli_main(argv) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("itsacat: error:")]
+    assert len(errors) == 1 and "bucket 'not-there-bucket' does not exist" in errors[0]
+    assert "Traceback" not in err
 
 
 def test_answer_from_the_old_model_fails_the_smoke_test(

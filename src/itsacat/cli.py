@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "serve": "itsacat.serve.server",
     "package": "itsacat.serve.package",
     "aws": "itsacat.aws.cli",
+    "tune": "itsacat.aws.tuning",
     "report": "itsacat.report",
     "deploy": "itsacat.deploy.cli",
     "endpoint": "itsacat.deploy.endpoint_cli",

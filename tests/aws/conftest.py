@@ -140,3 +140,158 @@ def sagemaker_runs(
 
     monkeypatch.setattr(SageMakerModelBackend, "create_training_job", create_and_run)
     yield runs
+
+
+@dataclass
+class Tuning:
+    """One tuning job the extended moto ran: its training runs and their summaries."""
+
+    name: str
+    config: dict[str, Any]
+    runs: list[Run]
+    summaries: list[dict[str, Any]]
+
+
+@pytest.fixture
+def sagemaker_tunes(
+    aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[Tuning]]:
+    """moto's SageMaker, extended so that a Grid tuning job runs one training job per point
+    (each through `run_container`), reads the objective from the job's log with the job's
+    own metric regex, and answers ListTrainingJobsForHyperParameterTuningJob (which moto
+    lacks)."""
+    import itertools
+    import re
+    import time
+
+    from moto.sagemaker.models import SageMakerModelBackend
+    from moto.sagemaker.responses import SageMakerResponse
+
+    tunings: list[Tuning] = []
+    original_tune = SageMakerModelBackend.create_hyper_parameter_tuning_job
+    create_job = SageMakerModelBackend.create_training_job
+
+    def create_and_run(self: Any, **kwargs: Any) -> str:
+        arn = original_tune(self, **kwargs)
+        name = kwargs["hyper_parameter_tuning_job_name"]
+        config = kwargs["hyper_parameter_tuning_job_config"]
+        definition = kwargs["training_job_definition"]
+        assert config["Strategy"] == "Grid", "this emulator runs grids only"
+        cats = config["ParameterRanges"]["CategoricalParameterRanges"]
+        objective = config["HyperParameterTuningJobObjective"]["MetricName"]
+        (regex,) = [
+            m["Regex"]
+            for m in definition["AlgorithmSpecification"]["MetricDefinitions"]
+            if m["Name"] == objective
+        ]
+        tuning = Tuning(name, config, [], [])
+        combos = list(itertools.product(*(c["Values"] for c in cats)))
+        for i, combo in enumerate(combos[: config["ResourceLimits"]["MaxNumberOfTrainingJobs"]]):
+            tuned = {c["Name"]: v for c, v in zip(cats, combo, strict=True)}
+            job = create_job(
+                self,
+                training_job_name=f"{name}-{i + 1:03d}-{i:08x}",
+                hyper_parameters={**definition["StaticHyperParameters"], **tuned},
+                algorithm_specification=dict(definition["AlgorithmSpecification"]),
+                role_arn=definition["RoleArn"],
+                input_data_config=definition["InputDataConfig"],
+                output_data_config=definition["OutputDataConfig"],
+                resource_config=definition["ResourceConfig"],
+                vpc_config={},
+                stopping_condition=definition["StoppingCondition"],
+                tags=[],
+                enable_network_isolation=False,
+                enable_inter_container_traffic_encryption=False,
+                enable_managed_spot_training=False,
+                checkpoint_config={},
+                debug_hook_config={},
+                debug_rule_configurations=[],
+                tensor_board_output_config={},
+                experiment_config={},
+            )
+            status, reason, logs = run_container(job, tmp_path / f"{name}-{i}")
+            tuning.runs.append(Run(job, status, reason, logs))
+            found = re.findall(regex, logs)
+            summary: dict[str, Any] = {
+                "TrainingJobName": job.training_job_name,
+                "TrainingJobArn": job.arn,
+                "CreationTime": time.time(),
+                "TrainingJobStatus": status,
+                "TunedHyperParameters": tuned,
+            }
+            if found:
+                summary["FinalHyperParameterTuningJobObjectiveMetric"] = {
+                    "MetricName": objective,
+                    "Value": float(found[-1]),
+                }
+            tuning.summaries.append(summary)
+        backend_job = self.hyper_parameter_tuning_jobs[name]
+        backend_job.training_job_status_counters["Completed"] = sum(
+            r.status == "Completed" for r in tuning.runs
+        )
+        backend_job.training_job_status_counters["NonRetryableError"] = sum(
+            r.status == "Failed" for r in tuning.runs
+        )
+        tunings.append(tuning)
+        return arn
+
+    def list_for_tuning(self: Any) -> str:
+        name = self._get_param("HyperParameterTuningJobName")
+        (tuning,) = [t for t in tunings if t.name == name]
+        return json.dumps({"TrainingJobSummaries": tuning.summaries})
+
+    monkeypatch.setattr(SageMakerModelBackend, "create_hyper_parameter_tuning_job", create_and_run)
+    monkeypatch.setattr(
+        SageMakerResponse,
+        "list_training_jobs_for_hyper_parameter_tuning_job",
+        list_for_tuning,
+        raising=False,
+    )
+    yield tunings
+
+
+def venv_env(**extra: str) -> dict[str, str]:
+    """This environment with this Python's bin first on PATH (DVC stages run `python`)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="itsacat tests",
+        GIT_AUTHOR_EMAIL="tests@itsacat.invalid",
+        GIT_COMMITTER_NAME="itsacat tests",
+        GIT_COMMITTER_EMAIL="tests@itsacat.invalid",
+        MPLBACKEND="Agg",
+    )
+    env.update(extra)
+    return env
+
+
+def sh(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    """Run a command; fail the test with its output when it fails."""
+    if args[0] == "dvc":
+        args = [str(Path(sys.executable).with_name("dvc")), *args[1:]]
+    done = subprocess.run(args, cwd=cwd, env=env or venv_env(), capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"`{' '.join(args)}` failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+@pytest.fixture
+def project(tmp_path: Path, repo_root: Path, shared_dir: Path) -> Path:
+    """A git repo holding this project's tracked files, its data pulled from ../shared."""
+    dest = tmp_path / "project"
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=repo_root, capture_output=True, text=True, check=True
+    ).stdout
+    for name in filter(None, listed.split("\0")):
+        src = repo_root / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            (dest / name).write_bytes(src.read_bytes())
+    sh(["git", "init", "-q"], dest)
+    sh(["git", "add", "-A"], dest)
+    sh(["git", "commit", "-q", "-m", "the project"], dest)
+    store = shared_dir / "dvc-store"
+    sh(["dvc", "remote", "modify", "--local", "local", "url", str(store)], dest)
+    sh(["dvc", "pull", "-q", "-r", "local", "data.dvc"], dest)
+    return dest

@@ -4,9 +4,10 @@
 
 Base values come from DVC itself: `dvc metrics diff <base> --all --json` and
 `dvc params diff <base> --json` read the base revision's metrics through its dvc.lock, from
-the local DVC cache or, when missing there, from the default remote (in CI: the S3 remote
-the Deploy workflow pushes main's outputs to); `dvc.api.open(..., rev=base)` does the same
-for the base's training curves. The branch side is the workspace, as `dvc repro` left it.
+the local DVC cache or, when missing there, from the default remote (in CI: the S3 remote,
+where the PR report workflow pushed each branch's outputs, main's included); DVC's file
+system at the base commit does the same for the base's training curves. The branch side
+is the workspace, as `dvc repro` left it.
 
 The report holds: metrics with deltas and better/worse marks, guarded metrics flagged when
 they got worse than `report.guards` allows; the params diff; training curves of both runs,
@@ -26,7 +27,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -37,7 +37,7 @@ from typing import Any
 from itsacat.artifacts import load_model
 from itsacat.config import ReportParams, load_params
 from itsacat.errors import ItsacatError
-from itsacat.fileio import atomic_write_text
+from itsacat.fileio import atomic_write_bytes, atomic_write_text
 from itsacat.predict import Predictor
 
 log = logging.getLogger(__name__)
@@ -424,10 +424,11 @@ def build(
         problem = (
             f"DVC could not read these metrics of {params.metrics_file}: "
             + ", ".join(missing)
-            + ". A base value is missing when the base revision's outputs are in neither the "
-            "DVC cache nor the default remote (push main's outputs: the Deploy workflow "
-            "runs `dvc push`; locally `dvc pull` at the base); a branch value is missing when "
-            "`dvc repro` did not write it. The report is not built from a partial table."
+            + ". A base value is missing when the base commit's outputs are in neither the "
+            "DVC cache nor the default remote (the PR report workflow pushes every branch's "
+            "outputs with `dvc push -r s3 --run-cache`; for an older base, run `dvc repro` "
+            "there and `dvc push`); a branch value is missing when `dvc repro` did not write "
+            "it. The report is not built from a partial table."
         )
         atomic_write_text(out, render_failure(base, problem))
         raise ReportError(problem)
@@ -449,7 +450,7 @@ def build(
     for png, title in EVAL_PNGS:
         src = root / "eval" / png
         if src.is_file():
-            shutil.copyfile(src, plots_dir / png)
+            atomic_write_bytes(plots_dir / png, src.read_bytes())
             images.append((title, png))
         else:
             notes.append(f"No {title.lower()}: eval/{png} is missing (did `dvc repro` run?).")

@@ -32,13 +32,14 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from itsacat.artifacts import load_model
 from itsacat.config import ReportParams, load_params
 from itsacat.errors import ItsacatError
 from itsacat.fileio import atomic_write_bytes, atomic_write_text
-from itsacat.predict import Predictor
+
+if TYPE_CHECKING:  # the CLI imports this module to build its parser: keep that cheap
+    from itsacat.predict import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -408,6 +409,8 @@ def build(
 ) -> tuple[Report, list[Regression]]:
     """Gather everything, write `out` and the PNGs, return the report and its regressions."""
     from itsacat import plots
+    from itsacat.artifacts import load_model
+    from itsacat.predict import Predictor
 
     root = root.resolve()
     out = out if out.is_absolute() else root / out

@@ -52,7 +52,7 @@ def use_moto(repo: Path, endpoint: str, env: dict[str, str]) -> None:
 @pytest.mark.aws
 @pytest.mark.pipeline
 def test_push_clone_pull_and_the_first_version_survives(
-    project: Path, dvc_s3_env: dict[str, str], aws_env: str, tmp_path: Path
+    dvc_s3_env: dict[str, str], project: Path, aws_env: str, tmp_path: Path
 ) -> None:
     env = dvc_s3_env
     s3 = client("s3", "us-east-1")

@@ -20,7 +20,14 @@ import numpy as np
 import yaml
 
 from itsacat.config import load_params, params_from_dict, params_to_dict
-from itsacat.data import Dataset, fit_preprocessing, load_h5, preprocess, stratified_split
+from itsacat.data import (
+    Dataset,
+    fit_preprocessing,
+    load_h5,
+    preprocess,
+    stratified_split,
+    with_mirrored,
+)
 from itsacat.network import init_network, layer_sizes
 from itsacat.training import fit, loss_and_accuracy
 
@@ -52,6 +59,8 @@ def main() -> None:
         train_all.labels, params.prepare.val_fraction, np.random.default_rng(params.prepare.seed)
     )
     train, val = train_all.subset(tr_idx), train_all.subset(va_idx)
+    if params.prepare.flip:
+        train = with_mirrored(train)
     prep = fit_preprocessing(train.images, params.prepare.center)
 
     def xy(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:

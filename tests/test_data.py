@@ -140,7 +140,7 @@ def test_large_photo_decodes(photos: list[Path]) -> None:
     ("data", "fragment"),
     [
         (b"", "empty"),
-        (b"hello, I am text", "not a readable image"),
+        (b"hello, I am text", "are not a JPEG"),
         (_encode(Image.new("RGB", (64, 64)), "JPEG")[:200], "not a readable image"),
     ],
 )
@@ -166,3 +166,15 @@ def test_stratified_split_keeps_class_shares_and_is_seeded() -> None:
     assert np.array_equal(va, va2)
     tr0, va0 = stratified_split(labels, 0.0, np.random.default_rng(0))
     assert len(tr0) == 100 and len(va0) == 0
+
+
+def test_with_mirrored_appends_left_right_mirrors_with_same_labels() -> None:
+    from itsacat.data import Dataset, with_mirrored
+
+    rng = np.random.default_rng(0)
+    ds = Dataset(rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8),
+                 np.array([0, 1, 1], np.uint8))
+    out = with_mirrored(ds)
+    assert len(out) == 6 and list(out.labels) == [0, 1, 1, 0, 1, 1]
+    assert np.array_equal(out.images[4][:, 0], ds.images[1][:, -1])  # column 0 ↔ column 63
+    assert np.array_equal(out.images[:3], ds.images)

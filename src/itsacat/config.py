@@ -43,6 +43,7 @@ class PrepareParams:
 
     val_fraction: float = 0.0
     center: bool = True
+    flip: bool = False  # add a mirrored copy of every training photo
     seed: int = 0
 
     def check(self, source: str) -> None:

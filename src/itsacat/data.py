@@ -226,6 +226,16 @@ def _upright(img: Any) -> Any:
     return img if method is None else img.transpose(Image.Transpose[method])
 
 
+def with_mirrored(dataset: Dataset) -> Dataset:
+    """The photos followed by their left-right mirror images (same labels): a cat seen in
+    a mirror is still a cat, and twice the photos regularise a network this small."""
+    return Dataset(
+        np.concatenate([dataset.images, dataset.images[:, :, ::-1]]),
+        np.concatenate([dataset.labels, dataset.labels]),
+        dataset.classes,
+    )
+
+
 def stratified_split(
     labels: NDArray[np.uint8], fraction: float, rng: np.random.Generator
 ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:

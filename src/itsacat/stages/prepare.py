@@ -25,6 +25,7 @@ from itsacat.data import (
     save_preprocessing,
     save_split,
     stratified_split,
+    with_mirrored,
 )
 from itsacat.fileio import atomic_write_text
 from itsacat.stages._common import run_stage
@@ -46,6 +47,8 @@ def prepare(params: PrepareParams, paths: Paths = Paths()) -> dict[str, object]:
     rng = np.random.default_rng(params.seed)
     train_idx, val_idx = stratified_split(train_all.labels, params.val_fraction, rng)
     train, val = train_all.subset(train_idx), train_all.subset(val_idx)
+    if params.flip:
+        train = with_mirrored(train)
     prep = fit_preprocessing(train.images, params.center)
 
     duplicates = find_duplicates(train_all.images, test.images)

@@ -18,6 +18,7 @@ import argparse
 import io
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -85,12 +86,14 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) 
     raise SystemExit("server did not answer /ping in time")
 
 
-def start(stack: str, model_dir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+def start(
+    stack: str, model_dir: Path, port: int, workers: int, threads: int
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "ITSACAT_SERVE_MODEL_DIR": str(model_dir.resolve())}
     env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}"
     if stack == "itsacat":
         cmd = [str(VENV_BIN / "itsacat"), "serve", "--model-dir", str(model_dir)]
-        cmd += ["--port", str(port), "--workers", str(workers)]
+        cmd += ["--port", str(port), "--workers", str(workers), "--threads", str(threads)]
     else:
         cmd = [str(VENV_BIN / "gunicorn"), "-k", "gthread", "-w", str(workers)]
         cmd += ["--threads", "4", "-b", f"127.0.0.1:{port}", "--log-level", "warning"]
@@ -107,6 +110,21 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, stack = 0.0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            stack += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
 
 
 def ping_probe(port: int, stop_event: threading.Event, out: list[float]) -> None:
@@ -149,6 +167,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=60, help="seconds of load per run")
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="itsacat serve --threads")
     ap.add_argument("--stacks", default="itsacat,reference")
     ap.add_argument("--payloads", default="small,full")
     args = ap.parse_args()
@@ -168,7 +187,7 @@ def main() -> int:
     results: dict[str, dict[str, dict[str, float]]] = {}
     for stack in args.stacks.split(","):
         port = free_port()
-        proc = start(stack, args.model_dir, port, args.workers)
+        proc = start(stack, args.model_dir, port, args.workers, args.threads)
         try:
             wait_ready(port, proc)
             for payload in args.payloads.split(","):
@@ -177,9 +196,19 @@ def main() -> int:
                 done = threading.Event()
                 probe = threading.Thread(target=ping_probe, args=(port, done, pings))
                 probe.start()
+                cpu0 = tree_cpu_seconds(proc.pid)
+                wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 r = run_wrk(port, bodies[payload], args.duration, args.connections, script)
+                wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                server_cpu = tree_cpu_seconds(proc.pid) - cpu0
                 done.set()
                 probe.join()
+                n = max(1, int(r["requests"]))
+                r["server_cpu_ms"] = server_cpu / n * 1e3
+                wrk_cpu = (wrk1.ru_utime - wrk0.ru_utime) + (wrk1.ru_stime - wrk0.ru_stime)
+                r["wrk_cpu_ms"] = wrk_cpu / n * 1e3
+                # What 2 otherwise idle cores would sustain at this CPU cost per request.
+                r["idle_2core_rps"] = 2000.0 / (r["server_cpu_ms"] + r["wrk_cpu_ms"])
                 ping = np.array(pings) if pings else np.array([np.nan])
                 r["ping_p99_ms"] = float(np.percentile(ping, 99))
                 r["ping_max_ms"] = float(ping.max())
@@ -188,7 +217,9 @@ def main() -> int:
                     f"{stack:9s} {payload:5s} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:6.2f} ms"
                     f"  p99 {r['p99_ms']:6.2f} ms  errors {r['errors']}  "
                     f"({r['requests']} requests; /ping under load p99 "
-                    f"{r['ping_p99_ms']:.1f} ms, max {r['ping_max_ms']:.1f} ms)",
+                    f"{r['ping_p99_ms']:.1f} ms, max {r['ping_max_ms']:.1f} ms)\n"
+                    f"{'':15s} CPU per request: server {r['server_cpu_ms']:.2f} ms + wrk "
+                    f"{r['wrk_cpu_ms']:.2f} ms → {r['idle_2core_rps']:.0f} req/s on 2 idle cores",
                     flush=True,
                 )
         finally:
@@ -198,8 +229,14 @@ def main() -> int:
             a, b = results["itsacat"][payload], results["reference"][payload]
             print(
                 f"ratio {payload:5s} itsacat/reference: {a['rps'] / b['rps']:.2f}× req/s, "
-                f"p99 {a['p99_ms']:.2f} vs {b['p99_ms']:.2f} ms"
+                f"p99 {a['p99_ms']:.2f} vs {b['p99_ms']:.2f} ms, server CPU per request "
+                f"{a['server_cpu_ms']:.2f} vs {b['server_cpu_ms']:.2f} ms "
+                f"({b['server_cpu_ms'] / a['server_cpu_ms']:.2f}× less)"
             )
+    print(
+        f"load average after: {os.getloadavg()[0]:.2f} (other work on the box skews req/s; "
+        "CPU per request does not depend on it)"
+    )
     out = REPO / "bench/results/serve_load.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")

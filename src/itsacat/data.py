@@ -145,7 +145,7 @@ def decode_image(data: bytes, size: int = IMAGE_SIZE) -> NDArray[np.uint8]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            img: Image.Image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
             width, height = img.size
             limit = MAX_PIXELS if img.format == "JPEG" else MAX_PIXELS_FULL_DECODE
             if width * height > limit:

@@ -293,7 +293,7 @@ def _cmd_package(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "package", help="build model.tar.gz (SageMaker) or the Lambda zip, reproducibly"
     )

@@ -89,7 +89,7 @@ def output_fn(prediction: Result | Failure, accept: str | None, context: Any = N
     if status == 200:
         return body, content_type
     try:  # inside the container, where the status code can be set
-        from sagemaker_containers.beta.framework import worker  # type: ignore[import-not-found]
+        from sagemaker_containers.beta.framework import worker
     except ImportError:
         return body, content_type
     return worker.Response(response=body, status=status, mimetype=content_type)

@@ -84,7 +84,7 @@ def serve(
         access_log=False,
         server_header=False,
         timeout_keep_alive=5,
-        timeout_graceful_shutdown=graceful_timeout,
+        timeout_graceful_shutdown=round(graceful_timeout),
         limit_concurrency=1000,
         backlog=2048,
         log_level="info",
@@ -111,7 +111,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "serve", help="run the local endpoint (SageMaker contract: /ping, /invocations, page at /)"
     )

@@ -343,6 +343,27 @@ def test_regression_gate_fires_beyond_the_guard_and_not_within(
 
 
 @pytest.mark.pipeline
+def test_base_values_come_from_the_remote_in_a_fresh_clone(
+    two_commits: dict[str, Any], tmp_path: Path
+) -> None:
+    """CI's situation: a clone whose cache holds only the branch's outputs, `main` only as
+    origin/main, and main's outputs in the default remote (pushed by earlier PR runs)."""
+    root, remote, clone = two_commits["root"], tmp_path / "remote", tmp_path / "clone"
+    _run(root, "dvc", "remote", "add", "--local", "scratch", str(remote))
+    _run(root, "dvc", "push", "-q", "--all-branches", "-r", "scratch")
+    _run(tmp_path, "git", "clone", "-q", str(root), str(clone))
+    assert _run(clone, "git", "branch", "--show-current").stdout.strip() == "feature"
+    _run(clone, "dvc", "remote", "add", "--local", "--default", "scratch", str(remote))
+    _run(clone, "dvc", "pull", "-q")  # the branch's outputs only
+    proc, text = _report(clone)
+    assert proc.returncode in (0, 2), proc.stderr  # 2: the committed guards may fire
+    rows = _table_rows(text)
+    for key in ("test.accuracy", "test.log_loss", "train.accuracy"):
+        assert _num(rows[key][0]) == pytest.approx(two_commits["base"][key], rel=1e-3)
+    assert "No training curves" not in text  # main's curves streamed from the remote too
+
+
+@pytest.mark.pipeline
 def test_unreadable_base_metrics_fail_clearly(two_commits: dict[str, Any]) -> None:
     """DVC prints null for metrics it cannot read; the report refuses a partial table."""
     root = two_commits["root"]

@@ -88,15 +88,19 @@ def init_network(
     return Network(W, b, activation)
 
 
-def sigmoid(Z: Array) -> Array:
+def sigmoid(Z: Array, xp: Any = None) -> Array:
     """σ(z) = ½(1 + tanh(z/2)): exact identity, and never overflows."""
-    xp = namespace(Z)
-    return 0.5 * (xp.tanh(0.5 * Z) + 1.0)
+    xp = xp or namespace(Z)
+    S = xp.multiply(Z, 0.5)
+    xp.tanh(S, out=S)
+    S += 1.0
+    S *= 0.5
+    return S
 
 
-def activate(Z: Array, name: str) -> Array:
-    """g(Z) for a hidden layer."""
-    xp = namespace(Z)
+def activate(Z: Array, name: str, xp: Any = None) -> Array:
+    """g(Z) for a hidden layer, as a new array."""
+    xp = xp or namespace(Z)
     if name == "relu":
         return xp.maximum(Z, 0)
     if name == "leaky_relu":
@@ -104,7 +108,7 @@ def activate(Z: Array, name: str) -> Array:
     if name == "tanh":
         return xp.tanh(Z)
     if name == "sigmoid":
-        return sigmoid(Z)
+        return sigmoid(Z, xp)
     raise ValueError(f"unknown activation {name!r}")
 
 
@@ -136,40 +140,45 @@ def forward(
     has it (the Gram path in `training` computes it without touching X's 12288 rows); X may
     then be None, and `Cache.A[0]` is whatever X was.
     """
+    xp = namespace(net.W[0])
     keep = 1.0 - dropout
     Z: list[Array] = []
     A: list[Array] = [X]
     masks: list[Array | None] = []
     last = len(net.W) - 1
+    a = X
     for l, (W, b) in enumerate(zip(net.W, net.b, strict=True)):
         if l == 0 and first is not None:
             z = first
         else:
-            z = W @ A[-1]  # (n_l, m)
+            z = W @ a  # (n_l, m)
             z += b
         Z.append(z)
         if l == last:
-            A.append(sigmoid(z))
+            A.append(sigmoid(z, xp))
             masks.append(None)
             break
-        a = activate(z, net.activation)
+        a = activate(z, net.activation, xp)
+        mask = None
         if dropout > 0.0:
-            mask = rng.random(a.shape, dtype=a.dtype) < keep
-            mask = mask.astype(a.dtype)
+            mask = (rng.random(a.shape, dtype=a.dtype) < keep).astype(a.dtype)
             mask *= 1.0 / keep
             a *= mask
-            masks.append(mask)
-        else:
-            masks.append(None)
+        masks.append(mask)
         A.append(a)
     return Cache(Z, A, masks)
 
 
 def cross_entropy(ZL: Array, Y: Array) -> float:
-    """Mean binary cross-entropy of sigmoid(ZL) against Y, from the logits (stable)."""
+    """Mean binary cross-entropy of sigmoid(ZL) against Y, from the logits (stable).
+
+    −[y log σ(z) + (1−y) log(1−σ(z))] = log(1 + eᶻ) − y·z, and logaddexp(0, z) computes
+    log(1 + eᶻ) without overflow at either end.
+    """
     xp = namespace(ZL)
-    losses = xp.maximum(ZL, 0) - ZL * Y + xp.log1p(xp.exp(-xp.abs(ZL)))
-    return float(losses.mean())
+    losses = xp.logaddexp(0.0, ZL)
+    losses -= ZL * Y
+    return float(losses.sum()) / losses.size
 
 
 def cost(net: Network, cache: Cache, Y: Array, l2: float = 0.0) -> float:
@@ -197,6 +206,7 @@ def backward(
     `input_layer=False` the first layer's dW (the other 12288-wide product) is skipped too,
     and left None: the Gram path updates that layer from `Grads.dZ0` alone.
     """
+    xp = namespace(net.W[0])
     m = Y.shape[1]
     L = len(net.W)
     dW: list[Array] = [None] * L
@@ -204,7 +214,7 @@ def backward(
     dZ = cache.A[-1] - Y  # (1, m): dJ/dZ[L] for sigmoid + cross-entropy
     dZ *= 1.0 / m
     for l in range(L - 1, -1, -1):
-        db[l] = dZ.sum(axis=1, keepdims=True)
+        db[l] = xp.add.reduce(dZ, axis=1, keepdims=True)
         if l > 0 or input_layer:
             dW[l] = dZ @ cache.A[l].T  # (n_l, n_{l-1})
             if l2 > 0.0:

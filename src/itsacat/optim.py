@@ -51,8 +51,9 @@ class Optimizer:
         if not self.s and self.kind in ("rmsprop", "adam"):
             self.s = [namespace(p).zeros_like(p) for p in params]
         b1, b2, eps = self.momentum, self.beta2, self.epsilon
+        xp = namespace(params[0])
         for i, (p, dp) in enumerate(zip(params, grads, strict=True)):
-            xp, tmp = namespace(p), self.scratch[i]
+            tmp = self.scratch[i]
             if self.kind == "gd":
                 xp.multiply(dp, lr, out=tmp)
                 p -= tmp

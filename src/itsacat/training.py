@@ -23,9 +23,10 @@ gram    with gradient descent or momentum (any batch size, L2, dropout, lr decay
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +94,20 @@ def loss_and_accuracy(net: Network, X: Array, Y: Array, chunk: int = 4096) -> tu
     return loss_sum / m, correct / m
 
 
+@contextlib.contextmanager
+def _one_blas_thread(xp: Any) -> Iterator[None]:
+    """numpy's BLAS on one thread for the Gram loop: its products are small (n_1·m·m_b), so
+    a second thread only adds a barrier per product, and a barrier on a busy machine waits
+    for a descheduled thread (measured here: 25-50× slower than one thread under load)."""
+    if xp is not np:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 def choose_path(train: TrainParams, n_x: int, m: int) -> tuple[str, str]:
     """The path `fit` takes by itself, and why."""
     if train.optimizer not in SPAN_OPTIMIZERS:
@@ -143,11 +158,13 @@ class _Direct:
         """Copies of the current weights."""
         return [w.copy() for w in self.net.W]
 
-    def current(self) -> Network:
-        return self.net
-
-    def full_grads(self, grads: Grads, idx: Array | None, W_before: list[Array]) -> Grads:
-        return grads
+    def step_watched(
+        self, grads: Grads, idx: Array | None, m_b: int, lr: float
+    ) -> tuple[Network, Grads, list[Array]]:
+        """`step`, returning the network after it, the gradients and the weights before."""
+        W_before = self.weights()
+        self.step(grads, idx, m_b, lr)
+        return self.net, grads, W_before
 
     def train_loss(self) -> tuple[float, float]:
         cache = forward(self.net, self.X)
@@ -244,16 +261,42 @@ class _Gram:
     def weights(self) -> list[Array]:
         return [self.materialise(), *(w.copy() for w in self.net.W[1:])]
 
-    def current(self) -> Network:
-        return Network([self.materialise(), *self.net.W[1:]], self.net.b, self.net.activation)
+    def step_watched(
+        self, grads: Grads, idx: Array | None, m_b: int, lr: float
+    ) -> tuple[Network, Grads, list[Array]]:
+        """`step`, plus what the insight hook needs: the network after the step with W[0]
+        formed, the gradients with dW[0] formed, and the weights before the step.
 
-    def full_grads(self, grads: Grads, idx: Array | None, W_before: list[Array]) -> Grads:
-        """The gradients with dW[0] formed (for insight): dZ[0] Xbᵀ + (λ/m_b)·W[0]."""
-        Xb = self.X if idx is None else self.X[:, idx]
-        dW0 = grads.dZ0 @ Xb.T
+        One product by Xᵀ gives W[0] before the step and dZ[0] Xbᵀ (and momentum's velocity):
+        [C; dZ[0] in the batch's columns; D] Xᵀ.
+        """
+        s, xp = self.span, self.xp
+        a_before, W_rest = s.a, [w.copy() for w in self.net.W[1:]]
+        dZ = grads.dZ0
+        if idx is not None:
+            dZ = xp.zeros_like(s.C)
+            dZ[:, idx] = grads.dZ0
+        blocks = [s.C.copy(), dZ]  # C before the step, which updates it in place
+        self.step(grads, idx, m_b, lr)
+        if s.kind == "momentum":
+            assert s.D is not None
+            blocks.append(s.D)
+        n1 = s.C.shape[0]
+        P = xp.concatenate(blocks) @ self.X.T  # (2 or 3 · n_1, n_x)
+        W_before = P[:n1]
+        W_before += a_before * self.W0
+        dW0 = P[n1 : 2 * n1]
         if self.train.l2 > 0.0:
-            dW0 += (self.train.l2 / Xb.shape[1]) * W_before[0]
-        return Grads([dW0, *grads.dW[1:]], grads.db, grads.dZ0)
+            dW0 += (self.train.l2 / m_b) * W_before
+        if s.kind == "momentum":  # W after = W before − lr·V, V = α·W0 + D·Xᵀ
+            V = P[2 * n1 :]
+            V += s.alpha * self.W0
+            W_after = W_before - lr * V
+        else:
+            W_after = W_before - lr * dW0
+        after = Network([W_after, *self.net.W[1:]], self.net.b, self.net.activation)
+        full = Grads([dW0, *grads.dW[1:]], grads.db, grads.dZ0)
+        return after, full, [W_before, *W_rest]
 
     def train_loss(self) -> tuple[float, float]:
         cache = forward(self.net, None, first=self.first(None))
@@ -273,6 +316,92 @@ class _Gram:
         self.W0 *= self.span.a
         self.W0 += W
         return self.net
+
+
+@dataclass(frozen=True)
+class _Hooks:
+    on_log: Callable[[EpochLog], None] | None
+    on_insight: InsightHook | None
+    on_epoch: Callable[[int, float], None] | None
+
+
+def _epochs(
+    engine: _Direct | _Gram,
+    result: FitResult,
+    train: TrainParams,
+    batch: int,
+    rng: np.random.Generator,
+    drop_rng: Any,
+    X_val: Array | None,
+    Y_val: Array | None,
+    hooks: _Hooks,
+) -> None:
+    """The epoch loop, on either path: steps, logging, insight, stopping rules."""
+    Y = engine.Y
+    m = Y.shape[1]
+    xp = engine.xp
+    best_val, best_net, checks_since_best = float("inf"), None, 0
+    for epoch in range(1, train.epochs + 1):
+        lr = train.learning_rate / (1.0 + train.lr_decay * (epoch - 1))
+        order = rng.permutation(m) if batch < m else None
+        epoch_cost = 0.0
+        insight_now = bool(hooks.on_insight and train.insight_every) and (
+            epoch % train.insight_every == 0 or epoch == 1
+        )
+        for start in range(0, m, batch):
+            if order is None:
+                idx, yb = None, Y
+            else:
+                idx = order[start : start + batch]
+                if xp is not np:
+                    idx = xp.asarray(idx)
+                yb = Y[:, idx]
+            m_b = yb.shape[1]
+            cache = engine.forward(idx, train.dropout, drop_rng)
+            grads = engine.backward(cache, yb)
+            epoch_cost += engine.cost(cache, yb) * m_b
+            if insight_now and start + batch >= m and hooks.on_insight:
+                after, full, W_before = engine.step_watched(grads, idx, m_b, lr)
+                hooks.on_insight(epoch, after, cache, full, W_before)
+            else:
+                engine.step(grads, idx, m_b, lr)
+        epoch_cost /= m
+        result.epochs_run = epoch
+        if hooks.on_epoch:
+            hooks.on_epoch(epoch, epoch_cost)
+        if not np.isfinite(epoch_cost):
+            result.stopped = f"cost became {epoch_cost} at epoch {epoch}: lower train.learning_rate"
+            log.warning("%s", result.stopped)
+            return
+
+        if epoch % train.log_every == 0 or epoch == train.epochs or epoch == 1:
+            train_loss, train_acc = engine.train_loss()
+            entry = EpochLog(epoch, lr, train_loss, train_acc)
+            if X_val is not None and Y_val is not None:
+                val_loss, val_acc = engine.val_loss(X_val, Y_val)
+                entry = EpochLog(epoch, lr, train_loss, train_acc, val_loss, val_acc)
+                if train.patience:
+                    if val_loss < best_val:
+                        best_val, checks_since_best = val_loss, 0
+                        net = engine.net
+                        best_net = Network(
+                            engine.weights(), [b.copy() for b in net.b], net.activation
+                        )
+                    else:
+                        checks_since_best += 1
+            result.history.append(entry)
+            if hooks.on_log:
+                hooks.on_log(entry)
+            if train.patience and checks_since_best >= train.patience and best_net:
+                result.network = best_net
+                result.stopped = (
+                    f"validation loss did not improve for {train.patience} checks; "
+                    f"kept the best weights (val loss {best_val:.4f})"
+                )
+                return
+        if train.stop_cost and epoch_cost < train.stop_cost:
+            result.stopped = f"training cost {epoch_cost:.4g} fell below {train.stop_cost}"
+            return
 
 
 def fit(
@@ -315,11 +444,7 @@ def fit(
         chosen, why = path, "asked for"
     xp = namespace(X)
     drop_rng = rng if xp is np else xp.random.default_rng(int(rng.integers(2**31)))
-    engine: _Direct | _Gram = (
-        _Gram(net, X, Y, train, X_val) if chosen == "gram" else _Direct(net, X, Y, train)
-    )
     result = FitResult(net, path=chosen)
-    best_val, best_net, checks_since_best = float("inf"), None, 0
     started = time.perf_counter()
     log.info(
         "training %s on %d photos: %s, batch %d, %d epochs; %s path (%s)",
@@ -331,70 +456,13 @@ def fit(
         chosen,
         why,
     )
-
-    for epoch in range(1, train.epochs + 1):
-        lr = train.learning_rate / (1.0 + train.lr_decay * (epoch - 1))
-        order = rng.permutation(m) if batch < m else None
-        epoch_cost = 0.0
-        insight_now = bool(on_insight and train.insight_every) and (
-            epoch % train.insight_every == 0 or epoch == 1
+    with _one_blas_thread(xp) if chosen == "gram" else contextlib.nullcontext():
+        engine: _Direct | _Gram = (
+            _Gram(net, X, Y, train, X_val) if chosen == "gram" else _Direct(net, X, Y, train)
         )
-        for start in range(0, m, batch):
-            if order is None:
-                idx, yb = None, Y
-            else:
-                idx = order[start : start + batch]
-                if xp is not np:
-                    idx = xp.asarray(idx)
-                yb = Y[:, idx]
-            m_b = yb.shape[1]
-            cache = engine.forward(idx, train.dropout, drop_rng)
-            grads = engine.backward(cache, yb)
-            epoch_cost += engine.cost(cache, yb) * m_b
-            hook_now = insight_now and start + batch >= m
-            W_before = engine.weights() if hook_now else []
-            engine.step(grads, idx, m_b, lr)
-            if hook_now and on_insight:
-                full = engine.full_grads(grads, idx, W_before)
-                on_insight(epoch, engine.current(), cache, full, W_before)
-        epoch_cost /= m
-        result.epochs_run = epoch
-        if on_epoch:
-            on_epoch(epoch, epoch_cost)
-        if not np.isfinite(epoch_cost):
-            result.stopped = f"cost became {epoch_cost} at epoch {epoch}: lower train.learning_rate"
-            log.warning("%s", result.stopped)
-            break
-
-        if epoch % train.log_every == 0 or epoch == train.epochs or epoch == 1:
-            train_loss, train_acc = engine.train_loss()
-            entry = EpochLog(epoch, lr, train_loss, train_acc)
-            if X_val is not None and Y_val is not None:
-                val_loss, val_acc = engine.val_loss(X_val, Y_val)
-                entry = EpochLog(epoch, lr, train_loss, train_acc, val_loss, val_acc)
-                if train.patience:
-                    if val_loss < best_val:
-                        best_val, checks_since_best = val_loss, 0
-                        best_net = Network(
-                            engine.weights(), [b.copy() for b in net.b], net.activation
-                        )
-                    else:
-                        checks_since_best += 1
-            result.history.append(entry)
-            if on_log:
-                on_log(entry)
-            if train.patience and checks_since_best >= train.patience and best_net:
-                result.network = best_net
-                result.stopped = (
-                    f"validation loss did not improve for {train.patience} checks; "
-                    f"kept the best weights (val loss {best_val:.4f})"
-                )
-                break
-        if train.stop_cost and epoch_cost < train.stop_cost:
-            result.stopped = f"training cost {epoch_cost:.4g} fell below {train.stop_cost}"
-            break
-
-    engine.finish()
+        hooks = _Hooks(on_log, on_insight, on_epoch)
+        _epochs(engine, result, train, batch, rng, drop_rng, X_val, Y_val, hooks)
+        engine.finish()
     result.seconds = time.perf_counter() - started
     log.info(
         "stopped after %d epochs: %s (%.2f s, %s path)",

@@ -1,0 +1,405 @@
+"""Training speed at equal work: this project (direct and Gram paths), scikit-learn, PyTorch.
+
+    python bench/train_speed.py                 # params.yaml's architecture, batch and epochs
+    python bench/train_speed.py --repeat 5      # best of 5 runs each, interleaved
+    python bench/train_speed.py --gpu           # also the CuPy backend, transfers included
+
+Every contender trains [12288, *model.hidden, 1] (ReLU, sigmoid output, cross-entropy) on
+the same float32 training photos for train.epochs iterations of plain gradient descent at
+train.learning_rate with train.batch_size (0 = full batch), no momentum, no L2, no
+per-iteration evaluation beyond the training loss each one reports anyway:
+
+  itsacat direct   `fit(..., path="direct")`: two 12288-wide products per step
+  itsacat gram     `fit(..., path="gram")`: the exact fast path (W[0] in the span of X)
+  scikit-learn     MLPClassifier(solver="sgd", momentum=0, alpha=0, batch_size=m, …)
+  PyTorch (CPU)    nn.Sequential + torch.optim.SGD, same threads as numpy's BLAS
+
+Each library gets the training photos in its own natural layout (this project: (12288, m)
+as the train stage builds it; scikit-learn and PyTorch: (m, 12288)); building them is not
+timed. Prints the wall times (best, median and spread of --repeat runs), the ratios and
+the issue's goals, the BLAS kernel numpy used (threadpoolctl), the peak resident memory of
+a train-stage run, and fit's own peak allocation. When OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE
+are set, the timings are repeated in a subprocess without them, naming that kernel too.
+
+Needs the `bench` extra (scikit-learn, threadpoolctl); PyTorch is optional
+(`pip install torch==2.13.0`, a CPU wheel) and reported "not installed" when absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import logging
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from itsacat.config import TrainParams, load_params
+from itsacat.data import fit_preprocessing, load_h5, preprocess
+from itsacat.network import init_network, layer_sizes
+from itsacat.training import fit
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNEL_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+@dataclasses.dataclass(frozen=True)
+class Work:
+    """What every contender does: the same data, layers, iterations and batch."""
+
+    X: np.ndarray  # (n_x, m) float32, C order, as the train stage builds it
+    XT: np.ndarray  # (m, n_x) float32, C order: scikit-learn's and PyTorch's layout
+    Y: np.ndarray  # (1, m) float32
+    hidden: tuple[int, ...]
+    epochs: int
+    batch: int  # photos per step (m for full batch)
+    lr: float
+    seed: int
+
+    @property
+    def m(self) -> int:
+        return int(self.X.shape[1])
+
+
+def blas_kernel() -> str:
+    """numpy's BLAS as threadpoolctl sees it: library, kernel, threads."""
+    from threadpoolctl import threadpool_info
+
+    for info in threadpool_info():
+        if info.get("user_api") == "blas" and "numpy" in info.get("filepath", ""):
+            return (
+                f"{info.get('internal_api')} {info.get('version')}, kernel "
+                f"{info.get('architecture')}, {info.get('num_threads')} threads"
+            )
+    return "unknown (threadpoolctl found no BLAS loaded by numpy)"
+
+
+def blas_threads() -> int:
+    from threadpoolctl import threadpool_info
+
+    return max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=1)
+
+
+def ours(work: Work, path: str, xp: Any = np) -> Callable[[], float]:
+    """A run of this project's fit on `path`; returns the final training loss."""
+    params = TrainParams(
+        optimizer="gd",
+        learning_rate=work.lr,
+        epochs=work.epochs,
+        batch_size=0 if work.batch == work.m else work.batch,
+        log_every=work.epochs,  # only the first and last epoch are evaluated
+        insight_every=0,
+        seed=work.seed,
+    )
+    sizes = layer_sizes(work.X.shape[0], work.hidden)
+
+    def run() -> float:
+        rng = np.random.default_rng(work.seed)
+        net = init_network(sizes, "relu", "he", rng, "float32", xp)
+        X, Y = xp.asarray(work.X), xp.asarray(work.Y)  # host → device on a GPU
+        result = fit(net, X, Y, params, rng, path=path)
+        if xp is not np:
+            [w.get() for w in result.network.W]  # device → host, as the stage does
+        return result.history[-1].train_loss
+
+    return run
+
+
+def sklearn_run(work: Work) -> Callable[[], float]:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    y = work.Y.ravel().astype(np.int64)
+
+    def run() -> float:
+        clf = MLPClassifier(
+            hidden_layer_sizes=work.hidden,
+            activation="relu",
+            solver="sgd",
+            alpha=0.0,
+            batch_size=work.batch,
+            learning_rate="constant",
+            learning_rate_init=work.lr,
+            max_iter=work.epochs,
+            momentum=0.0,
+            nesterovs_momentum=False,
+            shuffle=work.batch < work.m,
+            tol=0.0,
+            n_iter_no_change=work.epochs + 1,  # never stops early: every iteration runs
+            early_stopping=False,
+            random_state=work.seed,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(work.XT, y)
+        assert clf.n_iter_ == work.epochs, clf.n_iter_
+        return float(clf.loss_)
+
+    return run
+
+
+def torch_run(work: Work) -> Callable[[], float] | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(blas_threads())
+    Xt = torch.from_numpy(work.XT)
+    Yt = torch.from_numpy(np.ascontiguousarray(work.Y.T))
+
+    def run() -> float:
+        torch.manual_seed(work.seed)
+        sizes = [work.X.shape[0], *work.hidden]
+        layers: list[Any] = []
+        for fan_in, fan_out in itertools.pairwise(sizes):
+            layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ReLU()]
+        model = torch.nn.Sequential(*layers, torch.nn.Linear(sizes[-1], 1))
+        opt = torch.optim.SGD(model.parameters(), lr=work.lr, momentum=0.0)
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        gen = torch.Generator().manual_seed(work.seed)
+        loss = torch.zeros(())
+        for _ in range(work.epochs):
+            order = torch.randperm(work.m, generator=gen) if work.batch < work.m else None
+            for start in range(0, work.m, work.batch):
+                if order is None:
+                    xb, yb = Xt, Yt
+                else:
+                    idx = order[start : start + work.batch]
+                    xb, yb = Xt[idx], Yt[idx]
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model(xb), yb)
+                loss.backward()
+                opt.step()
+        return float(loss.item())
+
+    return run
+
+
+def timed(runs: dict[str, Callable[[], float] | None], repeat: int) -> dict[str, list[float]]:
+    """Wall seconds of every contender, interleaved so background noise hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name, run in runs.items() if run}
+    for _ in range(repeat):
+        for name, run in runs.items():
+            if run is None:
+                continue
+            start = time.perf_counter()
+            loss = run()
+            times[name].append(time.perf_counter() - start)
+            logging.info("%s: %.3f s, final loss %.4f", name, times[name][-1], loss)
+    return times
+
+
+def report_times(times: dict[str, list[float]], missing: list[str]) -> dict[str, float]:
+    best = {name: min(t) for name, t in times.items()}
+    print(f"  {'contender':18s} {'best':>8s} {'median':>8s} {'spread':>17s}  runs")
+    for name, t in times.items():
+        print(
+            f"  {name:18s} {best[name]:7.3f}s {statistics.median(t):7.3f}s "
+            f"{min(t):7.3f}–{max(t):7.3f}s  {len(t)}"
+        )
+    for name in missing:
+        print(f"  {name:18s} not installed (pip install torch==2.13.0)")
+    return best
+
+
+def report_goals(best: dict[str, float]) -> None:
+    def ratio(slow: str, fast: str) -> float | None:
+        if slow in best and fast in best:
+            return best[slow] / best[fast]
+        return None
+
+    print("ratios (best times; > 1 means the second is faster)")
+    for slow in ("scikit-learn", "PyTorch (CPU)"):
+        for fast in ("itsacat direct", "itsacat gram"):
+            r = ratio(slow, fast)
+            if r is not None:
+                print(f"  {slow} / {fast}: {r:.2f}×")
+    goals = [
+        ("direct path ≥ 1.2× faster than scikit-learn", "scikit-learn", "itsacat direct", 1.2),
+        ("direct path ≥ 2× faster than PyTorch", "PyTorch (CPU)", "itsacat direct", 2.0),
+        ("Gram path ≥ 15× faster than scikit-learn", "scikit-learn", "itsacat gram", 15.0),
+    ]
+    print("goals (issue 6)")
+    for text, slow, fast, target in goals:
+        r = ratio(slow, fast)
+        verdict = "not measured" if r is None else ("met" if r >= target else "NOT met")
+        shown = "" if r is None else f" ({r:.2f}×)"
+        print(f"  {text}: {verdict}{shown}")
+
+
+def fit_peak_allocation(work: Work, path: str) -> float:
+    """Peak bytes fit allocates beyond its inputs (tracemalloc sees numpy's buffers)."""
+    params = TrainParams(
+        optimizer="gd", learning_rate=work.lr, epochs=200, log_every=25, insight_every=100
+    )
+    rng = np.random.default_rng(work.seed)
+    net = init_network(layer_sizes(work.X.shape[0], work.hidden), "relu", "he", rng, "float32")
+    from itsacat.insight import InsightRecorder
+
+    tracemalloc.start()
+    fit(net, work.X, work.Y, params, rng, path=path, on_insight=InsightRecorder())
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak
+
+
+def stage_peak_rss() -> tuple[float, float] | None:
+    """Peak RSS (MiB) of `python -m itsacat.stages.train` with params.yaml, and its wall time.
+
+    Runs in a scratch directory (prepared/ linked in, params.yaml copied), so the project's
+    own model/, insight/ and dvclive/ stay untouched.
+    """
+    prepared = ROOT / "prepared"
+    if not (prepared / "train.npz").exists():
+        return None
+    code = (
+        "import resource, sys, time; t = time.perf_counter()\n"
+        "from itsacat.stages.train import main\n"
+        "rc = main()\n"
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "sys.exit(rc)\n"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        os.symlink(prepared, Path(tmp) / "prepared")
+        shutil.copy(ROOT / "params.yaml", Path(tmp) / "params.yaml")
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp, capture_output=True, text=True, check=True
+        )
+    seconds, kib = out.stdout.split()[-2:]
+    return int(kib) / 1024, float(seconds)
+
+
+def gpu_section(work: Work, repeat: int) -> None:
+    print("GPU (CuPy backend; host→device and device→host transfers included)")
+    try:
+        import cupy
+
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # no CuPy, no driver, no device: say so and go on
+        print(f"  skipped: no usable CuPy GPU ({type(exc).__name__}: {exc})")
+        return
+    name = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    start = time.perf_counter()
+    X = cupy.asarray(work.X)
+    cupy.cuda.Device().synchronize()
+    transfer = time.perf_counter() - start
+    del X
+    print(f"  device: {name}; X host→device alone: {transfer * 1e3:.1f} ms")
+    ours(work, "direct", cupy)()  # warm-up: kernel compilation is not training
+    ours(work, "gram", cupy)()
+    times = timed(
+        {"cupy direct": ours(work, "direct", cupy), "cupy gram": ours(work, "gram", cupy)},
+        repeat,
+    )
+    report_times(times, [])
+
+
+def load_work(args: argparse.Namespace) -> Work:
+    params = load_params(ROOT / "params.yaml")
+    train = load_h5(args.data / "train_catvnoncat.h5", "train")
+    prep = fit_preprocessing(train.images, params.prepare.center)
+    X = preprocess(train.images, prep, "float32")
+    Y = train.labels.reshape(1, -1).astype(np.float32)
+    tp = params.train
+    epochs = args.epochs or tp.epochs
+    return Work(
+        X=X,
+        XT=np.ascontiguousarray(X.T),
+        Y=Y,
+        hidden=tuple(params.model.hidden),
+        epochs=epochs,
+        batch=tp.batch_size or X.shape[1],
+        lr=tp.learning_rate,
+        seed=tp.seed,
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=3, help="runs per contender (best is kept)")
+    ap.add_argument("--epochs", type=int, default=0, help="iterations (default: params.yaml)")
+    ap.add_argument("--gpu", action="store_true", help="also time the CuPy backend")
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/datasets/catvnoncat")
+    ap.add_argument("--timings-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("-v", "--verbose", action="store_true", help="log every run")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    logging.getLogger("itsacat").setLevel(logging.WARNING)
+
+    work = load_work(args)
+    env = {k: os.environ[k] for k in KERNEL_VARS if k in os.environ}
+    env_text = ", ".join(f"{k}={v}" for k, v in env.items()) or "no OPENBLAS_* kernel settings"
+    if not args.timings_only:
+        print(
+            f"work: [{work.X.shape[0]}, {', '.join(map(str, work.hidden))}, 1], "
+            f"{work.m} photos, batch {work.batch}, {work.epochs} iterations of gradient "
+            f"descent at lr {work.lr}, float32"
+        )
+    print(f"numpy BLAS: {blas_kernel()} ({env_text})")
+    torch = torch_run(work)
+    runs = {
+        "itsacat direct": ours(work, "direct"),
+        "itsacat gram": ours(work, "gram"),
+        "scikit-learn": sklearn_run(work),
+        "PyTorch (CPU)": torch,
+    }
+    if torch is not None:
+        import torch as torch_module
+
+        print(f"PyTorch {torch_module.__version__}, {torch_module.get_num_threads()} threads")
+    times = timed(runs, args.repeat)
+    best = report_times(times, [] if torch else ["PyTorch (CPU)"])
+    report_goals(best)
+    if args.timings_only:
+        return
+
+    if env:
+        print(f"\nthe same without {', '.join(env)} (a subprocess; OpenBLAS picks its kernel):")
+        clean = {k: v for k, v in os.environ.items() if k not in KERNEL_VARS}
+        cmd = [sys.executable, __file__, "--timings-only", "--repeat", str(args.repeat)]
+        if args.epochs:
+            cmd += ["--epochs", str(args.epochs)]
+        subprocess.run([*cmd, "--data", str(args.data)], env=clean, check=True)
+
+    print("\nmemory")
+    x_mib = work.X.nbytes / 2**20
+    for path in ("direct", "gram"):
+        peak = fit_peak_allocation(work, path) / 2**20
+        print(
+            f"  fit's peak allocation, {path} path (insight and logging on): {peak:.1f} MiB "
+            f"(X itself: {x_mib:.1f} MiB, not copied)"
+        )
+    stage = stage_peak_rss()
+    if stage is None:
+        print("  train stage: skipped (run `dvc repro prepare` first)")
+    else:
+        rss, seconds = stage
+        print(
+            f"  train stage (python -m itsacat.stages.train, params.yaml): peak RSS "
+            f"{rss:.0f} MiB, {seconds:.2f} s inside the process"
+        )
+    if args.gpu:
+        print()
+        gpu_section(work, args.repeat)
+    print(f"\nmax RSS of this benchmark process: {_self_rss():.0f} MiB")
+
+
+def _self_rss() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+if __name__ == "__main__":
+    main()

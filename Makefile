@@ -32,6 +32,9 @@ lint: setup
 bench: EXTRAS = dev,bench
 bench: setup
 	$(PY) bench/train_speed.py
+	bash tests/system-deps.sh wrk
+	$(PY) bench/serve_load.py
+	$(PY) bench/lambda_cold.py
 
 clean:
 	rm -rf $(VENV) prepared model insight eval dvclive metrics.json

@@ -14,6 +14,7 @@ import base64
 import functools
 import hashlib
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,14 @@ from itsacat.predict import Predictor
 REGION = "us-east-1"
 _SESSION = boto3.session.Session()
 ROLE = "arn:aws:iam::123456789012:role/itsacat-deploy-test"
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logging() -> Iterator[None]:
+    """`itsacat.cli.main` may attach a handler to this test's captured stderr; drop it after."""
+    handlers = logging.root.handlers[:]
+    yield
+    logging.root.handlers[:] = handlers
 
 
 @pytest.fixture(scope="session")

@@ -322,3 +322,18 @@ def test_serve_fails_fast_on_a_missing_model(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert "itsacat: error:" in r.stderr and "model.json" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_only_bodies_of_bounded_cost_are_classified_on_the_event_loop() -> None:
+    from itsacat.serve.app import INLINE_BYTES, _cheap
+
+    jpeg = encode(Image.fromarray(PIXELS), "JPEG")
+    flat_png = encode(Image.new("RGB", (4000, 4000)), "PNG")  # a few KB, 16 MP to inflate
+    assert len(flat_png) < INLINE_BYTES
+    assert _cheap(jpeg, "image/jpeg", INLINE_BYTES)
+    assert _cheap(jpeg, "application/x-image", INLINE_BYTES)
+    assert _cheap(npy(PIXELS), "application/x-npy", INLINE_BYTES)
+    assert _cheap(b"[[1]]", "application/json; charset=utf-8", INLINE_BYTES)
+    assert not _cheap(flat_png, "image/png", INLINE_BYTES)
+    assert not _cheap(flat_png, "image/jpeg", INLINE_BYTES)  # the bytes decide, not the label
+    assert not _cheap(jpeg + b"\0" * INLINE_BYTES, "image/jpeg", INLINE_BYTES)

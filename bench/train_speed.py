@@ -3,6 +3,7 @@
     python bench/train_speed.py                 # params.yaml's architecture, batch and epochs
     python bench/train_speed.py --repeat 5      # best of 5 runs each, interleaved
     python bench/train_speed.py --gpu           # also the CuPy backend, transfers included
+    python bench/train_speed.py --threads 1     # every contender on one BLAS/PyTorch thread
 
 Every contender trains [12288, *model.hidden, 1] (ReLU, sigmoid output, cross-entropy) on
 the same float32 training photos for train.epochs iterations of plain gradient descent at
@@ -11,12 +12,14 @@ per-iteration evaluation beyond the training loss each one reports anyway:
 
   itsacat direct   `fit(..., path="direct")`: two 12288-wide products per step
   itsacat gram     `fit(..., path="gram")`: the exact fast path (W[0] in the span of X)
+  itsacat direct F the direct path on the same photos stored photo by photo (F order),
+                   scikit-learn's and PyTorch's layout: what the memory order alone is worth
   scikit-learn     MLPClassifier(solver="sgd", momentum=0, alpha=0, batch_size=m, …)
   PyTorch (CPU)    nn.Sequential + torch.optim.SGD, same threads as numpy's BLAS
 
 Each library gets the training photos in its own natural layout (this project: (12288, m)
-as the train stage builds it; scikit-learn and PyTorch: (m, 12288)); building them is not
-timed. Prints the wall times (best, median and spread of --repeat runs), the ratios and
+in C order, as the train stage builds it; scikit-learn and PyTorch: (m, 12288)); building
+them is not timed. Prints the wall times (best, median and spread of --repeat runs), the ratios and
 the issue's goals, the BLAS kernel numpy used (threadpoolctl), the peak resident memory of
 a train-stage run, and fit's own peak allocation. When OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE
 are set, the timings are repeated in a subprocess without them, naming that kernel too.
@@ -93,8 +96,13 @@ def blas_threads() -> int:
     return max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=1)
 
 
-def ours(work: Work, path: str, xp: Any = np) -> Callable[[], float]:
-    """A run of this project's fit on `path`; returns the final training loss."""
+def ours(work: Work, path: str, xp: Any = np, order: str = "C") -> Callable[[], float]:
+    """A run of this project's fit on `path`; returns the final training loss.
+
+    order "F" hands fit the same (n_x, m) photos stored photo by photo (XT's memory), the
+    layout scikit-learn and PyTorch get, to show what the layout alone is worth.
+    """
+    X_host = work.X if order == "C" else work.XT.T
     params = TrainParams(
         optimizer="gd",
         learning_rate=work.lr,
@@ -109,7 +117,7 @@ def ours(work: Work, path: str, xp: Any = np) -> Callable[[], float]:
     def run() -> float:
         rng = np.random.default_rng(work.seed)
         net = init_network(sizes, "relu", "he", rng, "float32", xp)
-        X, Y = xp.asarray(work.X), xp.asarray(work.Y)  # host → device on a GPU
+        X, Y = xp.asarray(X_host), xp.asarray(work.Y)  # host → device on a GPU
         result = fit(net, X, Y, params, rng, path=path)
         if xp is not np:
             [w.get() for w in result.network.W]  # device → host, as the stage does
@@ -223,7 +231,7 @@ def report_goals(best: dict[str, float]) -> None:
 
     print("ratios (best times; > 1 means the second is faster)")
     for slow in ("scikit-learn", "PyTorch (CPU)"):
-        for fast in ("itsacat direct", "itsacat gram"):
+        for fast in ("itsacat direct", "itsacat direct F", "itsacat gram"):
             r = ratio(slow, fast)
             if r is not None:
                 print(f"  {slow} / {fast}: {r:.2f}×")
@@ -231,6 +239,13 @@ def report_goals(best: dict[str, float]) -> None:
         ("direct path ≥ 1.2× faster than scikit-learn", "scikit-learn", "itsacat direct", 1.2),
         ("direct path ≥ 2× faster than PyTorch", "PyTorch (CPU)", "itsacat direct", 2.0),
         ("Gram path ≥ 15× faster than scikit-learn", "scikit-learn", "itsacat gram", 15.0),
+        (
+            "(F order) direct ≥ 1.2× faster than scikit-learn",
+            "scikit-learn",
+            "itsacat direct F",
+            1.2,
+        ),
+        ("(F order) direct ≥ 2× faster than PyTorch", "PyTorch (CPU)", "itsacat direct F", 2.0),
     ]
     print("goals (issue 6)")
     for text, slow, fast, target in goals:
@@ -256,8 +271,9 @@ def fit_peak_allocation(work: Work, path: str) -> float:
     return peak
 
 
-def stage_peak_rss() -> tuple[float, float] | None:
-    """Peak RSS (MiB) of `python -m itsacat.stages.train` with params.yaml, and its wall time.
+def stage_peak_rss() -> tuple[float, float, float] | None:
+    """Peak RSS (MiB) of `python -m itsacat.stages.train` with params.yaml, the same for a
+    process that only imports what the stage imports, and the stage's wall time.
 
     Runs in a scratch directory (prepared/ linked in, params.yaml copied), so the project's
     own model/, insight/ and dvclive/ stay untouched.
@@ -265,11 +281,14 @@ def stage_peak_rss() -> tuple[float, float] | None:
     prepared = ROOT / "prepared"
     if not (prepared / "train.npz").exists():
         return None
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child forked from this
+    # (large, torch-importing) process would report the parent's peak as its own.
     code = (
-        "import resource, sys, time; t = time.perf_counter()\n"
+        "import re, sys, time; t = time.perf_counter()\n"
         "from itsacat.stages.train import main\n"
         "rc = main()\n"
-        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+        "print(time.perf_counter() - t, hwm)\n"
         "sys.exit(rc)\n"
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -278,8 +297,16 @@ def stage_peak_rss() -> tuple[float, float] | None:
         out = subprocess.run(
             [sys.executable, "-c", code], cwd=tmp, capture_output=True, text=True, check=True
         )
+        base = subprocess.run(
+            [sys.executable, "-c", code.replace("rc = main()", "import dvclive; rc = 0")],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     seconds, kib = out.stdout.split()[-2:]
-    return int(kib) / 1024, float(seconds)
+    base_kib = base.stdout.split()[-1]
+    return int(kib) / 1024, int(base_kib) / 1024, float(seconds)
 
 
 def gpu_section(work: Work, repeat: int) -> None:
@@ -332,6 +359,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs per contender (best is kept)")
     ap.add_argument("--epochs", type=int, default=0, help="iterations (default: params.yaml)")
     ap.add_argument("--gpu", action="store_true", help="also time the CuPy backend")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="BLAS and PyTorch threads (default: as set up)"
+    )
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/datasets/catvnoncat")
     ap.add_argument("--timings-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("-v", "--verbose", action="store_true", help="log every run")
@@ -340,6 +370,10 @@ def main() -> None:
     logging.getLogger("itsacat").setLevel(logging.WARNING)
 
     work = load_work(args)
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=args.threads, user_api="blas")  # for the whole process
     env = {k: os.environ[k] for k in KERNEL_VARS if k in os.environ}
     env_text = ", ".join(f"{k}={v}" for k, v in env.items()) or "no OPENBLAS_* kernel settings"
     if not args.timings_only:
@@ -353,6 +387,7 @@ def main() -> None:
     runs = {
         "itsacat direct": ours(work, "direct"),
         "itsacat gram": ours(work, "gram"),
+        "itsacat direct F": ours(work, "direct", order="F"),
         "scikit-learn": sklearn_run(work),
         "PyTorch (CPU)": torch,
     }
@@ -370,8 +405,7 @@ def main() -> None:
         print(f"\nthe same without {', '.join(env)} (a subprocess; OpenBLAS picks its kernel):")
         clean = {k: v for k, v in os.environ.items() if k not in KERNEL_VARS}
         cmd = [sys.executable, __file__, "--timings-only", "--repeat", str(args.repeat)]
-        if args.epochs:
-            cmd += ["--epochs", str(args.epochs)]
+        cmd += ["--epochs", str(args.epochs), "--threads", str(args.threads)]
         subprocess.run([*cmd, "--data", str(args.data)], env=clean, check=True)
 
     print("\nmemory")
@@ -386,10 +420,11 @@ def main() -> None:
     if stage is None:
         print("  train stage: skipped (run `dvc repro prepare` first)")
     else:
-        rss, seconds = stage
+        rss, base, seconds = stage
         print(
             f"  train stage (python -m itsacat.stages.train, params.yaml): peak RSS "
-            f"{rss:.0f} MiB, {seconds:.2f} s inside the process"
+            f"{rss:.0f} MiB ({base:.0f} MiB of it is the imports alone), "
+            f"{seconds:.2f} s inside the process"
         )
     if args.gpu:
         print()

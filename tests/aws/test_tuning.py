@@ -22,7 +22,7 @@ from itsacat.aws.tuning import (
     tuning_request,
 )
 from itsacat.cli import main as cli_main
-from itsacat.config import TuneParams, TuneRange, params_from_dict
+from itsacat.config import Params, TuneParams, TuneRange, params_from_dict
 from itsacat.errors import AWSError, ConfigError
 
 from .conftest import ROLE, Tuning, sh
@@ -114,7 +114,7 @@ def test_objective_needs_a_validation_split(
     assert "--set prepare.val_fraction=0.2" in err
 
 
-def _tune_params(bucket: str, **tune: object) -> object:
+def _tune_params(bucket: str, **tune: object) -> Params:
     return params_from_dict(
         {
             "prepare": {"val_fraction": 0.25},
@@ -137,7 +137,7 @@ def test_sagemaker_tuning_job_ranks_its_training_jobs(
     bucket: str, sagemaker_tunes: list[Tuning], prepared: Path
 ) -> None:
     params = _tune_params(bucket)
-    rows = tune_sagemaker(params, prepared=prepared)  # type: ignore[arg-type]
+    rows = tune_sagemaker(params, prepared=prepared)
 
     (tuning,) = sagemaker_tunes
     assert [r.status for r in tuning.runs] == ["Completed", "Completed"], tuning.runs[0].logs
@@ -167,7 +167,7 @@ def test_sagemaker_tuning_request_is_refused_cleanly(
 
     monkeypatch.setattr(SageMakerModelBackend, "create_hyper_parameter_tuning_job", refuse)
     with pytest.raises(AWSError, match=r"exceeds your quota.*removed the \d+ uploaded"):
-        tune_sagemaker(_tune_params(bucket), prepared=prepared)  # type: ignore[arg-type]
+        tune_sagemaker(_tune_params(bucket), prepared=prepared)
     from itsacat.aws.clients import client
 
     assert client("s3", "us-east-1").list_objects_v2(Bucket=bucket).get("KeyCount") == 0
@@ -179,7 +179,7 @@ def test_tuning_request_shape() -> None:
     params = _tune_params(
         "bkt", strategy="random", max_points=5, objective="val/loss", goal="minimize"
     )
-    req = tuning_request(params, "itsacat-1", JobLocations("bkt", "itsacat/tuning/itsacat-1"))  # type: ignore[arg-type]
+    req = tuning_request(params, "itsacat-1", JobLocations("bkt", "itsacat/tuning/itsacat-1"))
     config = req["HyperParameterTuningJobConfig"]
     assert config["Strategy"] == "Random"
     assert config["HyperParameterTuningJobObjective"] == {

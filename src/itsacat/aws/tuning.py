@@ -6,8 +6,8 @@
 
 local: each point becomes a queued DVC experiment (`dvc exp run --queue -S key=value …`),
 then `dvc exp run --run-all -j tune.parallel` runs the whole pipeline for each, and the
-metrics the train stage logged (dvclive) rank them. Every run stays an experiment:
-`dvc exp apply NAME` takes the best one into the workspace.
+metrics the train stage logged (dvclive) rank them (never evaluate's test metrics).
+Every run stays an experiment: `dvc exp apply NAME` takes the best one into the workspace.
 
 sagemaker: one hyperparameter tuning job whose training jobs run the same entry point as
 `train.compute: sagemaker`; the objective is read from the `itsacat-metric NAME=VALUE`
@@ -214,9 +214,9 @@ def tune_local(
     names: list[tuple[str, dict[str, str]]] = []
     for i, point in enumerate(pts):
         name = f"tune-{stamp}-{i}"
-        overrides = [f"{k}={v}" for k, v in {**sets, **point}.items()]
+        flags = [a for k, v in {**sets, **point}.items() for a in ("-S", f"{k}={v}")]
         run(
-            ["exp", "run", "--queue", "--name", name, *(a for o in overrides for a in ("-S", o))],
+            ["exp", "run", "--queue", "--name", name, *flags],
             root,
             f"queueing experiment {name}",
         )

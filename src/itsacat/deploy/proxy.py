@@ -4,8 +4,8 @@
 
 `itsacat deploy --target local` starts it once and leaves it running. Clients talk to the
 stable port; every request is forwarded to the active backend (an `itsacat serve` on a
-private port). The deploy command talks to the proxy over a Unix socket in the state
-folder (owner-only, never on the network):
+private port) over pooled keep-alive connections. The deploy command talks to the proxy
+over a Unix socket in the state folder (owner-only, never on the network):
 
     {"op": "switch", "port": 40123, "version": "…", "drain_timeout": 30}
         → the next request goes to the new backend; the answer comes once every request
@@ -13,46 +13,59 @@ folder (owner-only, never on the network):
     {"op": "status"}   → the backend, requests in flight per backend, requests served
     {"op": "stop"}     → finish in-flight requests and exit (SIGTERM does the same)
 
-Switching is one assignment under a lock, so each request goes wholly to the old or the
-new backend. A request whose connection to the backend fails before any answer arrives
-(a stale keep-alive connection, a backend that just closed its socket) is retried on a
-fresh connection to the backend active at that moment; /invocations is a pure function
-of the body, so a retry cannot do anything twice.
+One asyncio loop, one thread: switching is a plain assignment between two awaits, so each
+request goes wholly to the old or the new backend. A request whose backend connection
+fails before the answer's first byte (a stale keep-alive connection, a backend that just
+closed its socket) is retried on a fresh connection to the backend active at that moment;
+/invocations is a pure function of the body, so a retry cannot do anything twice.
+
+The proxy speaks just enough HTTP/1.1 for the endpoint: Content-Length request bodies
+(chunked uploads get 411), keep-alive, and Content-Length, chunked or until-close answers.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
+import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import socket
-import socketserver
 import sys
-import threading
-import time
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 HOP_BY_HOP = {
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+    b"connection",
+    b"keep-alive",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+    b"content-length",
 }
 MAX_BODY = 16 * 1024 * 1024 + 1  # the server's own limit answers 413 with its own message
+MAX_HEAD = 64 * 1024
+IDLE_S = 120.0  # an idle keep-alive client connection is closed after this long
+BACKEND_S = 300.0  # the longest a backend may take to answer
 RETRIES = 3
-RETRYABLE = (OSError, http.client.HTTPException)  # refused, reset, stale keep-alive
+POOL = 64  # idle connections kept per backend
+POOL_IDLE_S = 4.0  # under uvicorn's 5 s keep-alive, so a pooled connection is rarely stale
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -61,188 +74,269 @@ class Backend:
     version: str
 
 
+@dataclass
 class Router:
-    """Which backend is active, and how many requests each backend has in flight."""
+    """Which backend is active, requests in flight per backend, idle connections to each."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Condition()
-        self.backend: Backend | None = None
-        self.inflight: dict[int, int] = {}
-        self.served = 0
+    backend: Backend | None = None
+    inflight: dict[int, int] = field(default_factory=dict)
+    served: int = 0
+    idle: dict[int, list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]]] = field(
+        default_factory=dict
+    )
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def acquire(self) -> Backend | None:
-        with self._lock:
-            backend = self.backend
-            if backend is not None:
-                self.inflight[backend.port] = self.inflight.get(backend.port, 0) + 1
-            return backend
+        backend = self.backend
+        if backend is not None:
+            self.inflight[backend.port] = self.inflight.get(backend.port, 0) + 1
+        return backend
 
-    def release(self, backend: Backend) -> None:
-        with self._lock:
-            self.inflight[backend.port] -= 1
-            self.served += 1
-            if not self.inflight[backend.port]:
-                del self.inflight[backend.port]
-            self._lock.notify_all()
+    async def release(self, backend: Backend) -> None:
+        self.inflight[backend.port] -= 1
+        self.served += 1
+        if not self.inflight[backend.port]:
+            del self.inflight[backend.port]
+            async with self.changed:
+                self.changed.notify_all()
 
-    def switch(self, new: Backend, drain_timeout: float) -> tuple[Backend | None, bool]:
+    async def switch(self, new: Backend, drain_timeout: float) -> tuple[Backend | None, bool]:
         """Point new requests at `new`; wait for the old backend's requests to finish."""
-        with self._lock:
-            old, self.backend = self.backend, new
-            if old is None or old.port == new.port:
-                return old, True
-            drained = self._lock.wait_for(
-                lambda: not self.inflight.get(old.port), timeout=drain_timeout
-            )
-            return old, drained
+        old, self.backend = self.backend, new
+        if old is None or old.port == new.port:
+            return old, True
+        async with self.changed:
+            try:
+                await asyncio.wait_for(
+                    self.changed.wait_for(lambda: not self.inflight.get(old.port)),
+                    drain_timeout,
+                )
+            except asyncio.TimeoutError:
+                return old, False
+        self.drop_idle(old.port)
+        return old, True
+
+    def drop_idle(self, port: int) -> None:
+        for _, writer, _ in self.idle.pop(port, []):
+            writer.close()
 
     def status(self) -> dict[str, Any]:
-        with self._lock:
-            backend = self.backend
-            return {
-                "backend": None if backend is None else backend.__dict__,
-                "inflight": {str(k): v for k, v in self.inflight.items()},
-                "served": self.served,
-            }
+        return {
+            "backend": None if self.backend is None else self.backend.__dict__,
+            "inflight": {str(k): v for k, v in self.inflight.items()},
+            "served": self.served,
+        }
 
 
-class ProxyHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = 120  # an idle keep-alive client connection is closed after this long
-    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms stalls
-    server: ProxyServer
+def parse_head(head: bytes) -> tuple[list[bytes], Headers]:
+    """The first line's parts and the header fields of an HTTP/1.x message head."""
+    lines = head.split(b"\r\n")
+    first = lines[0].split(b" ", 2)
+    headers = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise HTTPError(400, "malformed header line")
+        headers.append((name.strip().lower(), value.strip()))
+    return first, headers
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
 
-    def _reply(self, status: int, message: str) -> None:
-        body = json.dumps({"error": message, "status": status}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+def header(headers: Headers, name: bytes) -> bytes | None:
+    for k, v in headers:
+        if k == name:
+            return v
+    return None
 
-    def _forward(self) -> None:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            self.close_connection = True
-            self._reply(411, "send a Content-Length body; chunked uploads are not supported")
-            return
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            self.close_connection = True
-            self._reply(400, "Content-Length is not a number")
-            return
-        if length > MAX_BODY:
-            self.close_connection = True
-            self._reply(413, f"the body is {length:,} bytes, more than the endpoint accepts")
-            return
-        body = self.rfile.read(length) if length else None
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+
+def message(first_line: bytes, headers: Headers, body: bytes, keep_alive: bool) -> bytes:
+    lines = [first_line]
+    lines += [k + b": " + v for k, v in headers if k not in HOP_BY_HOP]
+    lines.append(b"content-length: " + str(len(body)).encode())
+    if not keep_alive:
+        lines.append(b"connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def error_response(status: int, text: str, keep_alive: bool) -> bytes:
+    reasons = {
+        400: b"Bad Request",
+        411: b"Length Required",
+        413: b"Payload Too Large",
+        431: b"Request Header Fields Too Large",
+        502: b"Bad Gateway",
+        503: b"Service Unavailable",
+    }
+    body = json.dumps({"error": text, "status": status}).encode()
+    first = b"HTTP/1.1 %d %s" % (status, reasons.get(status, b"Error"))
+    return message(first, [(b"content-type", b"application/json")], body, keep_alive)
+
+
+async def read_body(reader: asyncio.StreamReader, headers: Headers, limit: int) -> bytes:
+    """A message body by Content-Length or chunked encoding (the caller handles until-close)."""
+    if (header(headers, b"transfer-encoding") or b"").lower() == b"chunked":
+        parts: list[bytes] = []
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            size = int(size_line.split(b";")[0].strip(), 16)
+            if size == 0:
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
+                    pass
+                return b"".join(parts)
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+    length = int(header(headers, b"content-length") or b"0")
+    if length > limit:
+        raise HTTPError(413, f"the body is {length:,} bytes, more than the endpoint accepts")
+    return await reader.readexactly(length) if length else b""
+
+
+class Proxy:
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One client connection: requests in turn, while it keeps the connection alive."""
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, OSError):
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            keep_alive = True
+            while keep_alive:
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_S)
+                except asyncio.TimeoutError:
+                    break
+                except asyncio.LimitOverrunError:
+                    writer.write(error_response(431, "the request head is too large", False))
+                    break
+                try:
+                    (method, target, version), headers = self._request_line(head)
+                    conn = (header(headers, b"connection") or b"").lower()
+                    keep_alive = conn != b"close" and (
+                        version != b"HTTP/1.0" or conn == b"keep-alive"
+                    )
+                    if (header(headers, b"transfer-encoding") or b"").lower() == b"chunked":
+                        raise HTTPError(
+                            411, "send a Content-Length body; chunked uploads are not supported"
+                        )
+                    body = await read_body(reader, headers, MAX_BODY)
+                except HTTPError as exc:
+                    writer.write(error_response(exc.status, str(exc), False))
+                    break
+                request = message(method + b" " + target + b" HTTP/1.1", headers, body, True)
+                writer.write(await self._forward(request, method, keep_alive))
+                await writer.drain()
+        with contextlib.suppress(Exception):
+            await writer.drain()
+            writer.close()
+
+    @staticmethod
+    def _request_line(head: bytes) -> tuple[list[bytes], Headers]:
+        first, headers = parse_head(head[:-4])
+        if len(first) != 3 or not first[2].startswith(b"HTTP/1."):
+            raise HTTPError(400, "not an HTTP/1.x request")
+        return first, headers
+
+    async def _forward(self, request: bytes, method: bytes, keep_alive: bool) -> bytes:
         for attempt in range(RETRIES):
-            backend = self.server.router.acquire()
+            backend = self.router.acquire()
             if backend is None:
-                self._reply(503, "no model is deployed here yet; run `itsacat deploy`")
-                return
+                return error_response(
+                    503, "no model is deployed here yet; run `itsacat deploy`", keep_alive
+                )
             try:
-                status, reason, out_headers, data = self._send(backend, headers, body)
-            except RETRYABLE as exc:
-                self.server.drop_connection(backend.port)
-                log.info("backend %s: %s (attempt %d)", backend.port, exc, attempt + 1)
+                first, headers, body = await asyncio.wait_for(
+                    self._exchange(backend, request, method), BACKEND_S
+                )
+            except (
+                OSError,
+                asyncio.IncompleteReadError,
+                asyncio.TimeoutError,
+                ValueError,
+                HTTPError,
+            ) as exc:
+                log.info("backend %d: %r (attempt %d)", backend.port, exc, attempt + 1)
+                self.router.drop_idle(backend.port)  # its other pooled connections are suspect
                 continue
             finally:
-                self.server.router.release(backend)
-            self.send_response(status, reason)
-            for k, v in out_headers:
-                if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":
-                    self.send_header(k, v)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
-            return
-        self._reply(502, "the model server did not answer; see `itsacat endpoint status`")
+                await self.router.release(backend)
+            return message(first, headers, body, keep_alive)
+        return error_response(
+            502, "the model server did not answer; see `itsacat endpoint status`", keep_alive
+        )
 
-    def _send(
-        self, backend: Backend, headers: dict[str, str], body: bytes | None
-    ) -> tuple[int, str, list[tuple[str, str]], bytes]:
-        conn = self.server.connection(backend.port)
-        conn.request(self.command, self.path, body=body, headers=headers)
-        response = conn.getresponse()
-        data = response.read()
-        if response.will_close:
-            self.server.drop_connection(backend.port)
-        return response.status, response.reason, response.getheaders(), data
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = _forward
-
-
-class ProxyServer(ThreadingHTTPServer):
-    daemon_threads = True  # idle keep-alive connections must not hold up a stop
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], router: Router) -> None:
-        super().__init__(address, ProxyHandler)
-        self.router = router
-        self._local = threading.local()
-
-    def connection(self, port: int) -> http.client.HTTPConnection:
-        """This thread's keep-alive connection to the backend on `port`."""
-        pool: dict[int, http.client.HTTPConnection] = self._local.__dict__.setdefault("pool", {})
-        if port not in pool:
-            pool[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-        return pool[port]
-
-    def drop_connection(self, port: int) -> None:
-        pool = self._local.__dict__.get("pool", {})
-        conn = pool.pop(port, None)
-        if conn is not None:
-            conn.close()
-
-
-class ControlHandler(socketserver.StreamRequestHandler):
-    server: ControlServer
-
-    def handle(self) -> None:
+    async def _exchange(
+        self, backend: Backend, request: bytes, method: bytes
+    ) -> tuple[bytes, Headers, bytes]:
+        idle = self.router.idle.setdefault(backend.port, [])
+        loop = asyncio.get_running_loop()
+        while idle and (loop.time() - idle[-1][2] > POOL_IDLE_S or idle[-1][0].at_eof()):
+            idle.pop()[1].close()
+        if idle:
+            reader, writer, _ = idle.pop()
+        else:
+            reader, writer = await asyncio.open_connection("127.0.0.1", backend.port)
+            writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            request = json.loads(self.rfile.readline() or b"{}")
-            answer = self.server.dispatch(request)
-        except (ValueError, KeyError, TypeError) as exc:
-            answer = {"ok": False, "error": f"bad control request: {exc}"}
-        self.wfile.write(json.dumps(answer).encode() + b"\n")
+            writer.write(request)
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            (_proto, status, *_), headers = parse_head(head[:-4])
+            closing = (header(headers, b"connection") or b"").lower() == b"close"
+            if method == b"HEAD" or status in (b"204", b"304") or status.startswith(b"1"):
+                body = b""
+            elif (
+                header(headers, b"content-length") is None
+                and header(headers, b"transfer-encoding") is None
+            ):
+                body, closing = await reader.read(), True
+            else:
+                body = await read_body(reader, headers, 1 << 30)
+        except BaseException:
+            writer.close()
+            raise
+        if (
+            closing
+            or self.router.backend is None
+            or self.router.backend.port != backend.port
+            or len(idle) >= POOL
+        ):
+            writer.close()
+        else:
+            idle.append((reader, writer, loop.time()))
+        return head.split(b"\r\n", 1)[0], headers, body
 
 
-class ControlServer(socketserver.ThreadingUnixStreamServer):
-    daemon_threads = True
-
-    def __init__(self, path: Path, router: Router, on_stop: Any) -> None:
-        path.unlink(missing_ok=True)
-        old = os.umask(0o077)  # owner-only socket
-        try:
-            super().__init__(str(path), ControlHandler)
-        finally:
-            os.umask(old)
-        self.router = router
-        self.on_stop = on_stop
-
-    def dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
+async def control_client(
+    router: Router, stop: asyncio.Event, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    try:
+        request = json.loads(await reader.readline() or b"{}")
         op = request.get("op")
         if op == "status":
-            return {"ok": True, "pid": os.getpid(), **self.router.status()}
-        if op == "switch":
+            answer = {"ok": True, "pid": os.getpid(), **router.status()}
+        elif op == "switch":
             new = Backend(int(request["port"]), str(request["version"]))
-            old, drained = self.router.switch(new, float(request.get("drain_timeout", 30)))
+            old, drained = await router.switch(new, float(request.get("drain_timeout", 30)))
             log.info("switched to %s (port %d); old drained: %s", new.version, new.port, drained)
-            return {
+            answer = {
                 "ok": True,
                 "previous": None if old is None else old.__dict__,
                 "drained": drained,
             }
-        if op == "stop":
-            threading.Thread(target=self.on_stop, daemon=True).start()
-            return {"ok": True}
-        return {"ok": False, "error": f"unknown op {op!r}"}
+        elif op == "stop":
+            stop.set()
+            answer = {"ok": True}
+        else:
+            answer = {"ok": False, "error": f"unknown op {op!r}"}
+    except (ValueError, KeyError, TypeError) as exc:
+        answer = {"ok": False, "error": f"bad control request: {exc}"}
+    writer.write(json.dumps(answer).encode() + b"\n")
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+    writer.close()
 
 
 def control(path: Path, request: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
@@ -261,11 +355,14 @@ def control(path: Path, request: dict[str, Any], timeout: float = 60.0) -> dict[
     return answer
 
 
-def run(host: str, port: int, control_path: Path) -> int:
+async def serve(host: str, port: int, control_path: Path) -> int:
     """Serve until SIGTERM/SIGINT or a stop request; in-flight requests finish first."""
     router = Router()
+    stop = asyncio.Event()
     try:
-        server = ProxyServer((host, port), router)
+        server = await asyncio.start_server(
+            Proxy(router).client, host, port, reuse_address=True, limit=MAX_HEAD, backlog=1024
+        )
     except OSError as exc:
         print(
             f"itsacat: error: cannot listen on {host}:{port} ({exc.strerror}); another program "
@@ -273,28 +370,25 @@ def run(host: str, port: int, control_path: Path) -> int:
             file=sys.stderr,
         )
         return 1
-    done = threading.Event()
-
-    def stop(*_: Any) -> None:
-        done.set()
-
-    ctl = ControlServer(control_path, router, stop)
-    threading.Thread(target=ctl.serve_forever, daemon=True).start()
-    threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
-    ).start()
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    control_path.unlink(missing_ok=True)
+    old_umask = os.umask(0o077)  # owner-only socket
+    try:
+        ctl = await asyncio.start_unix_server(
+            lambda r, w: control_client(router, stop, r, w), str(control_path)
+        )
+    finally:
+        os.umask(old_umask)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     log.info("proxy on http://%s:%d, control %s", host, port, control_path)
-    while not done.wait(0.5):
-        pass
-    server.shutdown()  # stop accepting, then let the requests in flight finish
-    server.server_close()
-    deadline = time.monotonic() + 30
-    while router.status()["inflight"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    ctl.shutdown()
-    ctl.server_close()
+    await stop.wait()
+    server.close()  # stop accepting; requests in flight finish below
+    for _ in range(600):
+        if not router.inflight:
+            break
+        await asyncio.sleep(0.05)
+    ctl.close()
     control_path.unlink(missing_ok=True)
     return 0
 
@@ -306,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return run(args.host, args.port, args.control)
+    return asyncio.run(serve(args.host, args.port, args.control))
 
 
 if __name__ == "__main__":

@@ -143,7 +143,7 @@ def test_broken_model_leaves_the_old_one_serving(params, model_a, model_b, tmp_p
     weights.write_bytes(b"not a numpy archive")
     client = Client(params.deploy.local.port)
     client.start()
-    with pytest.raises(DeployError, match="did not start"):
+    with pytest.raises(DeployError, match=f"did not start.*model {version_of(model_a)} keeps"):
         deploy_local(broken, params)
     time.sleep(0.3)
     client.finish()

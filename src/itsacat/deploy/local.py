@@ -303,12 +303,18 @@ def deploy_local(model_dir: Path, params: Params, base: Path = Path(".")) -> Dep
             log.info("the local endpoint already serves model %s at %s", version, url)
             return DeployResult("local", "unchanged", version, url, {"backend": old})
 
+        serving = f"model {old['version']} keeps serving" if old else "nothing was serving"
         snapshot = _snapshot(model_dir, folder, version)
-        new = _start_backend(snapshot, version, lp, folder)
+        try:
+            new = _start_backend(snapshot, version, lp, folder)
+        except DeployError as exc:
+            state["history"] = _history(state, version, "did not start")
+            write_state(folder, state)
+            notify(params, "rollback", f"itsacat local: {exc}; {serving}", target="local")
+            raise DeployError(f"{exc}; {serving}") from None
         report = run_smoke(http_invoker(new["port"], params.deploy.smoke.timeout_s), cases, version)
         if not report.ok:
             stop_pid(new["pid"], lp.drain_timeout_s)
-            serving = f"model {old['version']} keeps serving" if old else "nothing was serving"
             message = f"smoke test of model {version} failed: {report.first_problem()}; {serving}"
             state["history"] = _history(state, version, "smoke test failed")
             write_state(folder, state)

@@ -314,3 +314,26 @@ def test_plan_variants_keeps_the_heaviest_live_model_for_ab():
     assert [v.model_name for v in plan_variants("m2", live, 0.3)] == ["m0", "m2"]
     assert [v.model_name for v in plan_variants("m2", live, 0.0)] == ["m2"]
     assert [v.name for v in plan_variants("m0", live[:1], 0.3)] == ["primary"]
+
+
+def test_new_endpoint_that_fails_is_deleted_and_reported(
+    clients, model_a, photos, aws_env, tmp_path, monkeypatch
+):
+    """An endpoint that ends Failed (bad image, bad role…) leaves nothing half-created."""
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    real = SageMakerModelBackend.create_endpoint
+
+    def failing(self, *args, **kwargs):
+        endpoint = real(self, *args, **kwargs)
+        endpoint.endpoint_status = "Failed"
+        endpoint.failure_reason = "The primary container did not pass the ping health check"
+        return endpoint
+
+    monkeypatch.setattr(SageMakerModelBackend, "create_endpoint", failing)
+    with pytest.raises(DeployError, match=r"is Failed: The primary container.*Deleted the failed"):
+        deploy_sagemaker(model_a, make_params(photos), clients, tmp_path)
+    assert clients.sagemaker.list_endpoints()["Endpoints"] == []
+    assert clients.sagemaker.list_endpoint_configs()["EndpointConfigs"] == []
+    assert clients.sagemaker.list_models()["Models"] == []
+    assert [p["ModelApprovalStatus"] for p in packages(clients)] == ["Rejected"]

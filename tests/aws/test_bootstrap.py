@@ -111,10 +111,25 @@ def test_policies_are_accepted_by_iam(aws_env: str) -> None:
     assert condition["StringLike"]["token.actions.githubusercontent.com:sub"] == [
         "repo:octocat/itsacat:ref:refs/heads/main",
         "repo:octocat/itsacat:pull_request",
+        "repo:octocat/itsacat:environment:production",
+        "repo:octocat/itsacat:environment:gpu-runner",
     ]
     resources = json.dumps(policy)
     assert "arn:aws:s3:::itsacat-data/*" in resources
     assert f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:training-job/itsacat-*" in resources
+
+
+def test_trust_policy_admits_every_environment_the_workflows_use(repo_root: Path) -> None:
+    """A job with `environment:` presents that environment as its OIDC subject."""
+    import re
+
+    used = set()
+    for workflow in (repo_root / ".github" / "workflows").glob("*.yml"):
+        used |= set(re.findall(r"^\s+environment:\s*([\w-]+)", workflow.read_text(), re.M))
+    assert used, "no workflow job runs in a GitHub environment"
+    subjects = github_trust_policy(ACCOUNT, "o/r")["Statement"][0]["Condition"]["StringLike"]
+    for env in used:
+        assert f"repo:o/r:environment:{env}" in subjects["token.actions.githubusercontent.com:sub"]
 
 
 def test_trust_policy_refuses_a_bad_repository() -> None:

@@ -313,6 +313,18 @@ def ci_policy(
                 "Resource": "*",
             },
             {
+                "Sid": "GpuRunnerOnEc2",  # the PR report's self-hosted GPU runner, started per job
+                "Effect": "Allow",
+                "Action": [
+                    "ec2:RunInstances",
+                    "ec2:TerminateInstances",
+                    "ec2:DescribeInstances",
+                    "ec2:DescribeInstanceStatus",
+                    "ec2:CreateTags",
+                ],
+                "Resource": "*",
+            },
+            {
                 "Sid": "TrainingLogs",
                 "Effect": "Allow",
                 "Action": ["logs:GetLogEvents", "logs:DescribeLogStreams"],
@@ -322,11 +334,17 @@ def ci_policy(
     }
 
 
+# The GitHub environments the workflows' jobs run in (.github/workflows/*.yml).
+CI_ENVIRONMENTS = ("production", "gpu-runner")
+
+
 def github_trust_policy(account: str, repo: str, branch: str = "main") -> dict[str, Any]:
     """The trust policy letting GitHub Actions of `repo` (OWNER/NAME) assume the CI role.
 
-    Pushes to `branch` (deploys) and pull requests (training, reports) may assume it;
-    other branches and other repositories may not.
+    Pushes to `branch`, pull requests (training, reports) and the jobs that run in the
+    workflows' GitHub environments may assume it: a job with `environment:` presents the
+    subject `repo:R:environment:NAME` instead of its branch (Deploy runs in `production`,
+    the GPU runner's start/stop jobs in `gpu-runner`). Other repositories may not.
     """
     if not re.match(r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$", repo):
         raise ConfigError(f"--github-repo must be OWNER/NAME like octocat/itsacat, got {repo!r}")
@@ -344,6 +362,7 @@ def github_trust_policy(account: str, repo: str, branch: str = "main") -> dict[s
                         f"{GITHUB_OIDC}:sub": [
                             f"repo:{repo}:ref:refs/heads/{branch}",
                             f"repo:{repo}:pull_request",
+                            *(f"repo:{repo}:environment:{env}" for env in CI_ENVIRONMENTS),
                         ]
                     },
                 },

@@ -109,6 +109,11 @@ def test_first_deploy_creates_registers_and_smoke_tests(
     model = clients.sagemaker.describe_model(ModelName=result.details["model"])
     assert model["PrimaryContainer"]["ModelDataUrl"] == f"s3://{BUCKET}/{key}"
     assert model["PrimaryContainer"]["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    spec = clients.sagemaker.describe_model_package(ModelPackageName=pkg["ModelPackageArn"])
+    (container,) = spec["InferenceSpecification"]["Containers"]
+    assert container["ModelDataUrl"] == f"s3://{BUCKET}/{key}"
+    assert container["Image"].endswith("/sagemaker-scikit-learn:1.2-1-cpu-py3")
+    assert result.model_version in spec["ModelPackageDescription"]
 
 
 def test_second_deploy_is_a_blue_green_update(

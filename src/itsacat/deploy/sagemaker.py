@@ -179,7 +179,7 @@ def _upload(s3: Any, tarball: Path, bucket: str, key: str) -> str:
 
 
 def _register(
-    sm: Any, group: str, image: str, data_url: str, version: str, digest: str
+    sm: Any, group: str, image: str, data_url: str, version: str, digest: str, instance: str
 ) -> tuple[str, bool]:
     """The package ARN in the registry for this archive, creating group/version as needed."""
     if (
@@ -219,7 +219,7 @@ def _register(
             "Containers": [{"Image": image, "ModelDataUrl": data_url}],
             "SupportedContentTypes": ["image/jpeg", "image/png", "application/json"],
             "SupportedResponseMIMETypes": ["application/json"],
-            "SupportedRealtimeInferenceInstanceTypes": [],
+            "SupportedRealtimeInferenceInstanceTypes": [instance],
         },
         CustomerMetadataProperties={"model_version": version, "archive_sha256": digest},
     )
@@ -365,7 +365,7 @@ def _ship(
     key = f"{params.aws.prefix}/deploy/sagemaker/{plan.digest[:16]}/model.tar.gz"
     data_url = _upload(clients.s3, tarball, plan.bucket, key)
     package_arn, new_package = _register(
-        sm, p.model_package_group, plan.image, data_url, version, plan.digest
+        sm, p.model_package_group, plan.image, data_url, version, plan.digest, p.instance_type
     )
     if new_package:
         created.append(f"model package {package_arn}")

@@ -8,7 +8,6 @@ Used by the tests, the load bench and anything that deploys the local endpoint.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -56,8 +55,11 @@ class ServerProcess:
         port = port or free_port(host)
         cmd = [sys.executable, "-m", "itsacat.serve.server", "--model-dir", str(model_dir)]
         cmd += ["--host", host, "--port", str(port), "--workers", str(workers), *extra_args]
-        out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+        if log_path:
+            with open(log_path, "ab") as out:  # the child keeps its own copy of the handle
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        else:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         server = cls(proc, host, port, log_path)
         server.wait_ready(timeout)
         return server

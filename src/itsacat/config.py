@@ -42,8 +42,8 @@ class PrepareParams:
     """How raw photos become network input, and how the validation set is split off."""
 
     val_fraction: float = 0.0
-    center: bool = True
-    flip: bool = False  # add a mirrored copy of every training photo
+    center: bool = False  # Adam and RMSprop need it; the mean travels inside the model
+    flip: bool = True  # add a mirrored copy of every training photo
     seed: int = 0
 
     def check(self, source: str) -> None:
@@ -57,7 +57,7 @@ class ModelParams:
 
     hidden: tuple[int, ...] = (20, 7, 5)
     activation: Activation = "relu"
-    init: Literal["he", "xavier"] = "he"
+    init: Literal["he", "xavier"] = "xavier"
 
     def check(self, source: str) -> None:
         for size in self.hidden:
@@ -69,7 +69,7 @@ class ModelParams:
 class TrainParams:
     """The fit loop: optimiser, schedule, regularisation, stopping and bookkeeping."""
 
-    optimizer: Optimizer = "adam"
+    optimizer: Optimizer = "gd"
     learning_rate: float = 0.0075
     epochs: int = 2500
     batch_size: int = 0  # 0 = full batch

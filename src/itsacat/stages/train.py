@@ -55,6 +55,11 @@ def train(params: Params, paths: Paths = Paths(), live: Any = None) -> FitResult
     train_set = load_split(paths.prepared / "train.npz")
     val_set = load_split(paths.prepared / "val.npz")
     prep = load_preprocessing(paths.prepared)
+    if tp.optimizer in ("adam", "rmsprop") and prep.mean is None:
+        log.warning(
+            "train.optimizer is %s but inputs are not centred: it often collapses to "
+            "'always non-cat'; set prepare.center: true (params.yaml)", tp.optimizer
+        )
     X = xp.asarray(preprocess(train_set.images, prep, tp.dtype))  # (12288, m)
     Y = xp.asarray(train_set.labels.reshape(1, -1).astype(tp.dtype))  # (1, m)
     X_val = Y_val = None

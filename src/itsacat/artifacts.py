@@ -52,7 +52,7 @@ def save_model(model: Model, directory: str | Path) -> str:
     if model.preprocessing.mean is not None:
         arrays["mean"] = np.asarray(model.preprocessing.mean, dtype=np.float32)
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub reads ** as allow_pickle
     blob = buf.getvalue()
     version = hashlib.sha256(blob).hexdigest()[:16]
     weights_name = f"weights-{version}.npz"

@@ -603,7 +603,7 @@ def _convert(key: str, value: Any, hint: Any, source: str) -> Any:
             _convert(key, k, key_type, source): _convert(f"{key}.{k}", v, item, source)
             for k, v in value.items()
         }
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build_section(hint, key, value, source)
     if hint is bool:
         if not isinstance(value, bool):

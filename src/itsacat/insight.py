@@ -96,7 +96,7 @@ class InsightRecorder:
             for stat in PERCEPTRON_STATS:
                 arrays[f"L{l + 1}_{stat}"] = np.stack([u[l][stat] for u in self.units])
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub reads ** as allow_pickle
         atomic_write_bytes(directory / "perceptrons.npz", buf.getvalue())
 
 

@@ -19,9 +19,11 @@ def setup_logging(verbose: bool = False) -> None:
             format="%(message)s",
             stream=sys.stderr,
         )
+        for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "matplotlib"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def run_stage(body: Callable[[], None]) -> int:
+def run_stage(body: Callable[[], object]) -> int:
     """Run a stage body; a user's mistake becomes one line and exit status 1."""
     setup_logging()
     try:

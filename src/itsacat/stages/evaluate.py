@@ -127,7 +127,7 @@ def evaluate(params: EvaluateParams, paths: Paths = Paths()) -> dict[str, Any]:
 
 
 def main() -> int:
-    return run_stage(lambda: evaluate(load_params().evaluate) and None)
+    return run_stage(lambda: evaluate(load_params().evaluate))
 
 
 if __name__ == "__main__":

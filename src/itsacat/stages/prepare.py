@@ -81,7 +81,7 @@ def prepare(params: PrepareParams, paths: Paths = Paths()) -> dict[str, object]:
 
 
 def main() -> int:
-    return run_stage(lambda: prepare(load_params().prepare) and None)
+    return run_stage(lambda: prepare(load_params().prepare))
 
 
 if __name__ == "__main__":

@@ -337,3 +337,26 @@ def test_only_bodies_of_bounded_cost_are_classified_on_the_event_loop() -> None:
     assert not _cheap(flat_png, "image/png", INLINE_BYTES)
     assert not _cheap(flat_png, "image/jpeg", INLINE_BYTES)  # the bytes decide, not the label
     assert not _cheap(jpeg + b"\0" * INLINE_BYTES, "image/jpeg", INLINE_BYTES)
+
+
+def test_serve_fails_fast_on_a_taken_port(tiny_model_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "itsacat.serve.server",
+                "--model-dir",
+                str(tiny_model_dir),
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert r.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr

@@ -56,6 +56,7 @@ def serve(
         raise ItsacatError(f"--threads must be >= 1, got {threads}")
     model_dir = Path(model_dir).resolve()
     version = Predictor.load(model_dir).version  # a broken model fails here, in one line
+    _check_port(host, port)
     workers = workers or default_workers()
     os.environ[ENV_MODEL_DIR] = str(model_dir)
     os.environ[ENV_THREADS] = str(threads)
@@ -90,6 +91,22 @@ def serve(
         log_level="info",
     )
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail in one line when the address is taken (uvicorn would log and exit 3)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ItsacatError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); stop the server that holds "
+                "it or pick another --port"
+            ) from None
 
 
 def _best(preferred: str, fallback: str) -> str:

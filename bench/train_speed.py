@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from itsacat.config import TrainParams, load_params
-from itsacat.data import fit_preprocessing, load_h5, preprocess
+from itsacat.data import fit_preprocessing, load_h5, preprocess, with_mirrored
 from itsacat.network import init_network, layer_sizes
 from itsacat.training import fit
 
@@ -67,6 +67,7 @@ class Work:
     XT: np.ndarray  # (m, n_x) float32, C order: scikit-learn's and PyTorch's layout
     Y: np.ndarray  # (1, m) float32
     hidden: tuple[int, ...]
+    init: str  # this project's init (scikit-learn and PyTorch use their own; speed is alike)
     epochs: int
     batch: int  # photos per step (m for full batch)
     lr: float
@@ -116,7 +117,7 @@ def ours(work: Work, path: str, xp: Any = np, order: str = "C") -> Callable[[], 
 
     def run() -> float:
         rng = np.random.default_rng(work.seed)
-        net = init_network(sizes, "relu", "he", rng, "float32", xp)
+        net = init_network(sizes, "relu", work.init, rng, "float32", xp)
         X, Y = xp.asarray(X_host), xp.asarray(work.Y)  # host → device on a GPU
         result = fit(net, X, Y, params, rng, path=path)
         if xp is not np:
@@ -261,7 +262,8 @@ def fit_peak_allocation(work: Work, path: str) -> float:
         optimizer="gd", learning_rate=work.lr, epochs=200, log_every=25, insight_every=100
     )
     rng = np.random.default_rng(work.seed)
-    net = init_network(layer_sizes(work.X.shape[0], work.hidden), "relu", "he", rng, "float32")
+    sizes = layer_sizes(work.X.shape[0], work.hidden)
+    net = init_network(sizes, "relu", work.init, rng, "float32")
     from itsacat.insight import InsightRecorder
 
     tracemalloc.start()
@@ -337,6 +339,8 @@ def gpu_section(work: Work, repeat: int) -> None:
 def load_work(args: argparse.Namespace) -> Work:
     params = load_params(ROOT / "params.yaml")
     train = load_h5(args.data / "train_catvnoncat.h5", "train")
+    if params.prepare.flip:  # the training photos the train stage sees (val_fraction aside)
+        train = with_mirrored(train)
     prep = fit_preprocessing(train.images, params.prepare.center)
     X = preprocess(train.images, prep, "float32")
     Y = train.labels.reshape(1, -1).astype(np.float32)
@@ -347,6 +351,7 @@ def load_work(args: argparse.Namespace) -> Work:
         XT=np.ascontiguousarray(X.T),
         Y=Y,
         hidden=tuple(params.model.hidden),
+        init=params.model.init,
         epochs=epochs,
         batch=tp.batch_size or X.shape[1],
         lr=tp.learning_rate,

@@ -94,6 +94,13 @@ def loss_and_accuracy(net: Network, X: Array, Y: Array, chunk: int = 4096) -> tu
     return loss_sum / m, correct / m
 
 
+def _blas_threads() -> int:
+    """How many threads numpy's BLAS runs (1 when threadpoolctl sees none)."""
+    from threadpoolctl import threadpool_info
+
+    return max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=1)
+
+
 @contextlib.contextmanager
 def _one_blas_thread(xp: Any) -> Iterator[None]:
     """numpy's BLAS on one thread for the Gram loop: its products are small (n_1·m·m_b), so
@@ -128,6 +135,16 @@ class _Direct:
         self.xp = namespace(X)
         self._buffers: dict[int, Array] = {}  # batch size → gathered-batch buffer
         self._pending: Cache | None = None  # the full-batch forward at the current weights
+        # Z[0] = W[0] X as (Xᵀ W[0]ᵀ)ᵀ when X is stored pixel-row by pixel-row and BLAS
+        # runs threads: OpenBLAS then splits the (m, n_1) product without a barrier per
+        # block of pixels, which on a busy machine made the plain W[0] X up to 5× slower.
+        # One thread (or X stored photo by photo) is fastest as W[0] X.
+        self.transposed = (
+            self.xp is np
+            and X.flags.c_contiguous
+            and not X.flags.f_contiguous
+            and _blas_threads() > 1
+        )
 
     def batch(self, idx: Array | None) -> Array:
         if idx is None:
@@ -138,11 +155,19 @@ class _Direct:
         self.xp.take(self.X, idx, axis=1, out=buf)
         return buf
 
+    def first(self, Xb: Array) -> Array:
+        """Z[0] = W[0] Xb + b[0], in the orientation BLAS runs best (see __init__)."""
+        W = self.net.W[0]
+        Z = (Xb.T @ W.T).T if self.transposed else W @ Xb  # (n_1, m)
+        Z += self.net.b[0]
+        return Z
+
     def forward(self, idx: Array | None, dropout: float, rng: Any) -> Cache:
         if idx is None and dropout == 0.0 and self._pending is not None:
             cache, self._pending = self._pending, None
             return cache
-        return forward(self.net, self.batch(idx), dropout=dropout, rng=rng)
+        Xb = self.batch(idx)
+        return forward(self.net, Xb, dropout=dropout, rng=rng, first=self.first(Xb))
 
     def backward(self, cache: Cache, yb: Array) -> Grads:
         return backward(self.net, cache, yb, self.train.l2)
@@ -167,12 +192,12 @@ class _Direct:
         return self.net, grads, W_before
 
     def train_loss(self) -> tuple[float, float]:
-        cache = forward(self.net, self.X)
+        cache = forward(self.net, self.X, first=self.first(self.X))
         self._pending = cache  # the next full-batch step starts from these very weights
         return _loss_acc(cache.Z[-1], self.Y)
 
     def val_loss(self, X_val: Array, Y_val: Array) -> tuple[float, float]:
-        return loss_and_accuracy(self.net, X_val, Y_val)
+        return _loss_acc(forward(self.net, X_val, first=self.first(X_val)).Z[-1], Y_val)
 
     def finish(self) -> Network:
         return self.net

@@ -23,7 +23,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from itsacat.data import (
     with_mirrored,
 )
 from itsacat.network import init_network, layer_sizes
+from itsacat.scratch import copy_worktree, init_scratch_repo
 from itsacat.training import EpochLog, fit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,34 +130,12 @@ def _run(cwd: Path, *cmd: str) -> float:
     return seconds
 
 
-def scratch_copy(dest: Path, shared: Path) -> None:
-    """The working tree's tracked and untracked-not-ignored files in a new git repo."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for rel in filter(None, files):
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    for cmd in (
-        ("git", "init", "-q"),
-        ("git", "add", "-A"),
-        ("git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"),
-        ("dvc", "remote", "modify", "--local", "local", "url", str(shared / "dvc-store")),
-    ):
-        _run(dest, *cmd)
-
-
 def repro_section(args: argparse.Namespace) -> None:
     print("dvc repro from scratch (a scratch copy of this working tree)")
     with tempfile.TemporaryDirectory() as tmp:
         dest = Path(tmp)
-        scratch_copy(dest, args.shared)
+        copy_worktree(ROOT, dest)
+        init_scratch_repo(dest, args.shared / "dvc-store")
         pull = _run(dest, "dvc", "pull", "-q", "data.dvc")
         repro = _run(dest, "dvc", "repro")
         again = _run(dest, "dvc", "repro")

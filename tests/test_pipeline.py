@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from itsacat.scratch import copy_worktree, init_scratch_repo
 
 pytestmark = pytest.mark.pipeline
 BIN = Path(sys.executable).parent
@@ -33,24 +34,9 @@ def _run(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProces
 
 
 def clone_worktree(repo: Path, dest: Path, shared: Path) -> Path:
-    """Copy tracked and untracked-not-ignored files into a fresh git repo at `dest`,
-    with the `local` DVC remote pointed at the shared store by absolute path."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for rel in filter(None, files):
-        src = repo / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    _run(dest, "git", "init", "-q")
-    _run(dest, "git", "add", "-A")
-    _run(dest, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone")
-    _run(dest, "dvc", "remote", "modify", "--local", "local", "url", str(shared / "dvc-store"))
+    """This working tree as a fresh git repo, its `local` remote on the shared store."""
+    copy_worktree(repo, dest)
+    init_scratch_repo(dest, shared / "dvc-store")
     return dest
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from itsacat.report import (
     regressions,
     rows_from_metrics_diff,
 )
+from itsacat.scratch import copy_worktree, init_scratch_repo
 
 BIN = Path(sys.executable).parent
 
@@ -256,14 +256,8 @@ def two_commits(
     """A git repo: `main` with one params.yaml, `feature` with another learning rate; a
     real `dvc repro` on each, so the DVC cache holds both commits' outputs."""
     root = tmp_path_factory.mktemp("report-repo")
-    files = _run(repo_root, "git", "ls-files", "-co", "--exclude-standard", "-z").stdout
-    for rel in filter(None, files.split("\0")):
-        src = repo_root / rel
-        if src.is_file() and not rel.startswith(".github/"):
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, root / rel)
-    _git(root, "init", "-q", "-b", "main")
-    _run(root, "dvc", "remote", "modify", "--local", "local", "url", str(shared_dir / "dvc-store"))
+    copy_worktree(repo_root, root, exclude=(".github/",))
+    init_scratch_repo(root, shared_dir / "dvc-store", commit=False)
     _run(root, "dvc", "pull", "-q", "data.dvc")  # read-only use of the shared store
     _set_params(root, FAST)
     base = _commit_and_repro(root, "base: 30 epochs")

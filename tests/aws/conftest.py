@@ -26,6 +26,7 @@ import pytest
 
 from itsacat.aws.clients import client
 from itsacat.data import Dataset, fit_preprocessing, save_preprocessing, save_split
+from itsacat.scratch import copy_worktree, init_scratch_repo
 
 BUCKET = "itsacat-test-bucket"
 ROLE = "arn:aws:iam::123456789012:role/itsacat-sagemaker"
@@ -280,18 +281,8 @@ def sh(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
 def project(tmp_path: Path, repo_root: Path, shared_dir: Path) -> Path:
     """A git repo holding this project's tracked files, its data pulled from ../shared."""
     dest = tmp_path / "project"
-    listed = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=repo_root, capture_output=True, text=True, check=True
-    ).stdout
-    for name in filter(None, listed.split("\0")):
-        src = repo_root / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            (dest / name).write_bytes(src.read_bytes())
-    sh(["git", "init", "-q"], dest)
-    sh(["git", "add", "-A"], dest)
-    sh(["git", "commit", "-q", "-m", "the project"], dest)
-    store = shared_dir / "dvc-store"
-    sh(["dvc", "remote", "modify", "--local", "local", "url", str(store)], dest)
+    dest.mkdir()
+    copy_worktree(repo_root, dest)
+    init_scratch_repo(dest, shared_dir / "dvc-store")
     sh(["dvc", "pull", "-q", "-r", "local", "data.dvc"], dest)
     return dest

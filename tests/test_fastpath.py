@@ -223,3 +223,17 @@ def test_cupy_gram_and_direct_paths_match_numpy() -> None:
             [w.get() for w in result.network.W], [b.get() for b in result.network.b], "relu"
         )
         _assert_same_nets(reference, host)
+
+
+def test_direct_path_trains_alike_on_one_and_on_several_blas_threads() -> None:
+    """On one thread the first layer's products take every photo at once; on several, each
+    thread takes a share of the photos and dW[0] is the sum of the shares: same maths."""
+    from threadpoolctl import threadpool_limits
+
+    params = _params(optimizer="adam", learning_rate=0.005, epochs=60, batch_size=16, l2=0.2)
+    with threadpool_limits(limits=2, user_api="blas"):
+        several = _train(params, "direct")
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = _train(params, "direct")
+    _assert_same_nets(one.network, several.network)
+    assert several.path == "direct"

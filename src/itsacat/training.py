@@ -27,6 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,25 +95,31 @@ def loss_and_accuracy(net: Network, X: Array, Y: Array, chunk: int = 4096) -> tu
     return loss_sum / m, correct / m
 
 
-def _blas_threads() -> int:
-    """How many threads numpy's BLAS runs (1 when threadpoolctl sees none)."""
-    from threadpoolctl import threadpool_info
-
-    return max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=1)
-
-
 @contextlib.contextmanager
-def _one_blas_thread(xp: Any) -> Iterator[None]:
-    """numpy's BLAS on one thread for the Gram loop: its products are small (n_1·m·m_b), so
-    a second thread only adds a barrier per product, and a barrier on a busy machine waits
-    for a descheduled thread (measured here: 25-50× slower than one thread under load)."""
-    if xp is not np:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
+def _threads(xp: Any, path: str) -> Iterator[tuple[ThreadPoolExecutor | None, int]]:
+    """numpy's BLAS on one thread while fit runs; on the direct path, as many Python threads
+    as BLAS had, each multiplying its share of the photos.
 
+    OpenBLAS splits the first layer's (n_1 × 12288) · (12288 × m) products between its
+    threads with a barrier per block of pixels; on this 2-core machine, busy with other
+    work, a descheduled thread then stalled every barrier (measured: 4-5× slower than one
+    thread, 25× on the Gram path's small products). Splitting by photos instead needs one
+    join per product, and the sum of the threads' dW[0] shares is taken in a fixed order,
+    so results do not depend on scheduling. The Gram path's products are too small to share.
+    """
+    if xp is not np:
+        yield None, 1
+        return
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    k = max(blas, default=1)
     with threadpool_limits(limits=1, user_api="blas"):
-        yield
+        if path == "gram" or k == 1:
+            yield None, 1
+            return
+        with ThreadPoolExecutor(k, thread_name_prefix="itsacat-blas") as pool:
+            yield pool, k
 
 
 def choose_path(train: TrainParams, n_x: int, m: int) -> tuple[str, str]:
@@ -129,22 +136,21 @@ class _Direct:
 
     name = "direct"
 
-    def __init__(self, net: Network, X: Array, Y: Array, train: TrainParams) -> None:
+    def __init__(
+        self,
+        net: Network,
+        X: Array,
+        Y: Array,
+        train: TrainParams,
+        pool: ThreadPoolExecutor | None = None,
+        threads: int = 1,
+    ) -> None:
         self.net, self.X, self.Y, self.train = net, X, Y, train
         self.opt = Optimizer(train.optimizer, train.momentum, train.beta2, train.epsilon)
         self.xp = namespace(X)
         self._buffers: dict[int, Array] = {}  # batch size → gathered-batch buffer
         self._pending: Cache | None = None  # the full-batch forward at the current weights
-        # Z[0] = W[0] X as (Xᵀ W[0]ᵀ)ᵀ when X is stored pixel-row by pixel-row and BLAS
-        # runs threads: OpenBLAS then splits the (m, n_1) product without a barrier per
-        # block of pixels, which on a busy machine made the plain W[0] X up to 5× slower.
-        # One thread (or X stored photo by photo) is fastest as W[0] X.
-        self.transposed = (
-            self.xp is np
-            and X.flags.c_contiguous
-            and not X.flags.f_contiguous
-            and _blas_threads() > 1
-        )
+        self.pool, self.threads = pool, threads  # share the first layer's products by photos
 
     def batch(self, idx: Array | None) -> Array:
         if idx is None:
@@ -155,10 +161,20 @@ class _Direct:
         self.xp.take(self.X, idx, axis=1, out=buf)
         return buf
 
+    def _parts(self, m: int) -> list[slice]:
+        k = self.threads if self.pool else 1
+        if k == 1 or m < 8 * k:
+            return [slice(0, m)]
+        return [slice(i * m // k, (i + 1) * m // k) for i in range(k)]
+
     def first(self, Xb: Array) -> Array:
-        """Z[0] = W[0] Xb + b[0], in the orientation BLAS runs best (see __init__)."""
+        """Z[0] = W[0] Xb + b[0], each thread taking its share of the photos (columns)."""
         W = self.net.W[0]
-        Z = (Xb.T @ W.T).T if self.transposed else W @ Xb  # (n_1, m)
+        parts = self._parts(Xb.shape[1])
+        if len(parts) == 1 or self.pool is None:
+            Z = W @ Xb  # (n_1, m)
+        else:
+            Z = self.xp.concatenate(list(self.pool.map(lambda c: W @ Xb[:, c], parts)), axis=1)
         Z += self.net.b[0]
         return Z
 
@@ -170,7 +186,21 @@ class _Direct:
         return forward(self.net, Xb, dropout=dropout, rng=rng, first=self.first(Xb))
 
     def backward(self, cache: Cache, yb: Array) -> Grads:
-        return backward(self.net, cache, yb, self.train.l2)
+        """Backprop, with dW[0] = Σ over the threads' photos of dZ[0] Xbᵀ (fixed order)."""
+        grads = backward(self.net, cache, yb, self.train.l2, input_layer=False)
+        Xb, dZ = cache.A[0], grads.dZ0
+        parts = self._parts(Xb.shape[1])
+        if len(parts) == 1 or self.pool is None:
+            dW = dZ @ Xb.T  # (n_1, n_x)
+        else:
+            shares = list(self.pool.map(lambda c: dZ[:, c] @ Xb[:, c].T, parts))
+            dW = shares[0]
+            for share in shares[1:]:
+                dW += share
+        if self.train.l2 > 0.0:
+            dW += (self.train.l2 / yb.shape[1]) * self.net.W[0]
+        grads.dW[0] = dW
+        return grads
 
     def cost(self, cache: Cache, yb: Array) -> float:
         return cost(self.net, cache, yb, self.train.l2)
@@ -481,9 +511,11 @@ def fit(
         chosen,
         why,
     )
-    with _one_blas_thread(xp) if chosen == "gram" else contextlib.nullcontext():
+    with _threads(xp, chosen) as (pool, threads):
         engine: _Direct | _Gram = (
-            _Gram(net, X, Y, train, X_val) if chosen == "gram" else _Direct(net, X, Y, train)
+            _Gram(net, X, Y, train, X_val)
+            if chosen == "gram"
+            else _Direct(net, X, Y, train, pool, threads)
         )
         hooks = _Hooks(on_log, on_insight, on_epoch)
         _epochs(engine, result, train, batch, rng, drop_rng, X_val, Y_val, hooks)

@@ -19,6 +19,10 @@ gram    with gradient descent or momentum (any batch size, L2, dropout, lr decay
         each coordinate separately, which breaks the span: they take the direct path. So
         does a training set with at least as many photos as pixels, where XᵀX would be
         bigger than X.
+
+While it runs, `fit` holds numpy's BLAS at one thread (restored on return) and, on the
+direct path, shares the first layer's products out by photos among as many Python threads
+as BLAS had; see `_threads` for why.
 """
 
 from __future__ import annotations

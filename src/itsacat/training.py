@@ -193,6 +193,7 @@ class _Direct:
         """Backprop, with dW[0] = Σ over the threads' photos of dZ[0] Xbᵀ (fixed order)."""
         grads = backward(self.net, cache, yb, self.train.l2, input_layer=False)
         Xb, dZ = cache.A[0], grads.dZ0
+        assert dZ is not None
         parts = self._parts(Xb.shape[1])
         if len(parts) == 1 or self.pool is None:
             dW = dZ @ Xb.T  # (n_1, n_x)

@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 EXTRAS ?= dev
 
-.PHONY: run test setup lint typecheck bench clean
+.PHONY: run test setup lint typecheck bench clean deploy stop
 
 $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +20,13 @@ run: setup  ## pull the data, run the pipeline, show the metrics
 	dvc pull --quiet data.dvc
 	dvc repro
 	dvc metrics show
+
+deploy: setup  ## serve the model `make run` trained on the local endpoint (blue/green)
+	itsacat deploy --target local
+	itsacat endpoint status
+
+stop: setup  ## stop the local endpoint
+	itsacat endpoint stop
 
 test: setup  ## the whole test suite
 	bash tests/system-deps.sh chromium chromium-driver

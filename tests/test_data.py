@@ -92,7 +92,7 @@ def test_preprocess_layout_scale_and_centring() -> None:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     X = preprocess(images, Preprocessing())
-    assert X.shape == (N_X, 3) and X.dtype == np.float32 and X.flags.c_contiguous
+    assert X.shape == (N_X, 3) and X.dtype == np.float32 and X.flags.f_contiguous
     # column j is photo j flattened in (row, column, channel) order, scaled to [0, 1]
     assert np.allclose(X[:, 1], images[1].reshape(-1) / 255.0)
     prep = fit_preprocessing(images, center=True)

@@ -115,14 +115,20 @@ def fit_preprocessing(images: NDArray[np.uint8], center: bool) -> Preprocessing:
 def preprocess(
     images: NDArray[np.uint8], prep: Preprocessing, dtype: str = "float32"
 ) -> NDArray[Any]:
-    """uint8 images (m, 64, 64, 3) → network input X (12288, m), C-contiguous."""
+    """uint8 images (m, 64, 64, 3) → network input X (12288, m).
+
+    X is stored photo by photo (Fortran order): each column is one photo's pixels, which is
+    how the images already lie in memory, so this is a straight scaled copy, and BLAS runs
+    the first layer's 12288-wide products on it about 1.4× faster than on pixel-major rows
+    (bench/train_speed.py, "direct F").
+    """
     if images.ndim == 3:
         images = images[None]
     if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
         raise ImageError(f"images must have shape (m, 64, 64, 3), got {images.shape}")
     m = images.shape[0]
-    X = np.empty((N_X, m), dtype=dtype)
-    np.multiply(images.reshape(m, N_X).T, prep.scale, out=X, casting="unsafe")
+    X = np.empty((N_X, m), dtype=dtype, order="F")
+    np.multiply(images.reshape(m, N_X), prep.scale, out=X.T, casting="unsafe")  # X.T: (m, N_X)
     if prep.mean is not None:
         X -= prep.mean.astype(dtype, copy=False)
     return X

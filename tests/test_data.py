@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import h5py
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imaging import encode
 from itsacat.data import (
     N_X,
     Preprocessing,
@@ -101,23 +101,17 @@ def test_preprocess_layout_scale_and_centring() -> None:
     assert fit_preprocessing(images, center=False).mean is None
 
 
-def _encode(img: Image.Image, fmt: str, **kw: object) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "LA", "CMYK", "1"])
 def test_decode_any_mode_to_64x64_rgb(mode: str) -> None:
     img = Image.new("RGB", (120, 90), (200, 30, 30)).convert(mode)
     fmt = "JPEG" if mode in ("RGB", "L", "CMYK") else "PNG"
-    out = decode_image(_encode(img, fmt))
+    out = decode_image(encode(img, fmt))
     assert out.shape == (64, 64, 3) and out.dtype == np.uint8
 
 
 def test_transparent_pixels_become_white() -> None:
     img = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
-    assert (decode_image(_encode(img, "PNG")) == 255).all()
+    assert (decode_image(encode(img, "PNG")) == 255).all()
 
 
 def test_exif_orientation_is_honoured() -> None:
@@ -126,7 +120,7 @@ def test_exif_orientation_is_honoured() -> None:
     img.paste(255, (64, 0, 128, 64))
     exif = Image.Exif()
     exif[0x0112] = 6
-    out = decode_image(_encode(img.convert("RGB"), "JPEG", exif=exif, quality=95))
+    out = decode_image(encode(img.convert("RGB"), "JPEG", exif=exif, quality=95))
     # after the rotation the white half is at the bottom: compare top and bottom rows
     assert out[:8].mean() < 60 and out[-8:].mean() > 200
 
@@ -141,7 +135,7 @@ def test_large_photo_decodes(photos: list[Path]) -> None:
     [
         (b"", "empty"),
         (b"hello, I am text", "are not a JPEG"),
-        (_encode(Image.new("RGB", (64, 64)), "JPEG")[:200], "not a readable image"),
+        (encode(Image.new("RGB", (64, 64)), "JPEG")[:200], "not a readable image"),
     ],
 )
 def test_bad_bytes_are_image_errors(data: bytes, fragment: str) -> None:
@@ -151,7 +145,7 @@ def test_bad_bytes_are_image_errors(data: bytes, fragment: str) -> None:
 
 def test_decompression_bomb_is_refused_before_decoding() -> None:
     img = Image.new("1", (10_000, 10_000))  # 100 megapixels, a few kB as PNG
-    data = _encode(img, "PNG")
+    data = encode(img, "PNG")
     assert len(data) < 200_000
     with pytest.raises(ImageError, match="pixels"):
         decode_image(data)
@@ -172,8 +166,9 @@ def test_with_mirrored_appends_left_right_mirrors_with_same_labels() -> None:
     from itsacat.data import Dataset, with_mirrored
 
     rng = np.random.default_rng(0)
-    ds = Dataset(rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8),
-                 np.array([0, 1, 1], np.uint8))
+    ds = Dataset(
+        rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8), np.array([0, 1, 1], np.uint8)
+    )
     out = with_mirrored(ds)
     assert len(out) == 6 and list(out.labels) == [0, 1, 1, 0, 1, 1]
     assert np.array_equal(out.images[4][:, 0], ds.images[1][:, -1])  # column 0 ↔ column 63

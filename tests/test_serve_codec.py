@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from imaging import encode, npy
 from itsacat.data import decode_image
 from itsacat.serve.codec import (
     MAX_BODY_BYTES,
@@ -22,18 +22,6 @@ from itsacat.serve.codec import (
 
 RNG = np.random.default_rng(7)
 PIXELS = RNG.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
-
-
-def encode(img: Image.Image, fmt: str, **kw: object) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-def npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    return buf.getvalue()
 
 
 PNG = encode(Image.fromarray(PIXELS), "PNG")

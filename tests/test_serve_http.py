@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import socket
 import subprocess
@@ -19,23 +18,12 @@ import pytest
 import requests
 from PIL import Image
 
+from imaging import encode, npy
 from itsacat.predict import Predictor
 from itsacat.serve.process import ServerProcess
 
 RNG = np.random.default_rng(3)
 PIXELS = RNG.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
-
-
-def encode(img: Image.Image, fmt: str, **kw: object) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-def npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -322,6 +322,27 @@ def failure_message(desc: Mapping[str, Any], where: JobLocations, region: str) -
     )
 
 
+def start_job(
+    s3: Any,
+    where: JobLocations,
+    prepared: Path,
+    params: Params,
+    what: str,
+    create: Callable[[], object],
+) -> None:
+    """Upload a job's inputs, then `create` it; if SageMaker refuses the job, remove the
+    inputs again and say so (nothing half-made is left behind unreported)."""
+    region = params.aws.region
+    with aws_errors(f"uploading the inputs of {what} to {where.uri(where.base)}/", region):
+        upload_inputs(s3, where, prepared, params.train.backend)
+    try:
+        create()
+    except Exception as exc:
+        removed = delete_prefix(s3, where.bucket, where.base + "/")
+        error = explain(exc, f"creating SageMaker {what}", region)
+        raise AWSError(f"{error}; removed the {removed} uploaded input objects") from None
+
+
 def train_on_sagemaker(
     params: Params,
     *,
@@ -345,14 +366,14 @@ def train_on_sagemaker(
 
     name = job_name(params.aws.prefix)
     where = JobLocations(bucket, f"{params.aws.prefix}/training/{name}")
-    with aws_errors(f"uploading the job's inputs to {where.uri(where.base)}/", region):
-        upload_inputs(s3, where, paths.prepared, params.train.backend)
-    try:
-        sagemaker.create_training_job(**job_request(params, name, where))
-    except Exception as exc:
-        removed = delete_prefix(s3, bucket, where.base + "/")
-        error = explain(exc, f"creating SageMaker training job {name}", region)
-        raise AWSError(f"{error}; removed the {removed} uploaded input objects") from None
+    start_job(
+        s3,
+        where,
+        paths.prepared,
+        params,
+        f"training job {name}",
+        lambda: sagemaker.create_training_job(**job_request(params, name, where)),
+    )
     log.info("started SageMaker training job %s (%s)", name, training_image(params))
     try:
         desc = wait_for_job(sagemaker, name, params.aws.poll_s, sleep=sleep)

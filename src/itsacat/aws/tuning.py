@@ -322,15 +322,9 @@ def tune_sagemaker(
 ) -> list[Row]:
     """Run a SageMaker hyperparameter tuning job over tune.ranges; → its training jobs."""
     from itsacat.aws.bootstrap import resolve_bucket
-    from itsacat.aws.clients import aws_errors, client, explain
+    from itsacat.aws.clients import aws_errors, client
     from itsacat.aws.notify import notify
-    from itsacat.aws.training import (
-        JobLocations,
-        check_ready,
-        delete_prefix,
-        upload_inputs,
-        wait_for_job,
-    )
+    from itsacat.aws.training import JobLocations, check_ready, start_job, wait_for_job
     from itsacat.errors import AWSError
 
     region = params.aws.region
@@ -343,14 +337,14 @@ def tune_sagemaker(
     # Tuning job names have at most 32 characters.
     name = f"{clean}-{time.strftime('%m%d%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
     where = JobLocations(bucket, f"{params.aws.prefix}/tuning/{name}")
-    with aws_errors(f"uploading the tuning job's inputs to {where.uri(where.base)}/", region):
-        upload_inputs(s3, where, prepared, params.train.backend)
-    try:
-        sagemaker.create_hyper_parameter_tuning_job(**tuning_request(params, name, where))
-    except Exception as exc:
-        removed = delete_prefix(s3, bucket, where.base + "/")
-        error = explain(exc, f"creating SageMaker tuning job {name}", region)
-        raise AWSError(f"{error}; removed the {removed} uploaded input objects") from None
+    start_job(
+        s3,
+        where,
+        prepared,
+        params,
+        f"tuning job {name}",
+        lambda: sagemaker.create_hyper_parameter_tuning_job(**tuning_request(params, name, where)),
+    )
     log.info("started SageMaker tuning job %s", name)
 
     def progress(desc: dict[str, Any]) -> None:

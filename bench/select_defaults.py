@@ -26,40 +26,52 @@ from itsacat.network import init_network, layer_sizes, predict_proba
 from itsacat.training import fit
 
 ROOT = Path(__file__).resolve().parent.parent
+CLASSIC = {
+    "prepare.center": False,
+    "prepare.flip": False,
+    "model.init": "xavier",
+    "model.activation": "relu",
+    "model.hidden": [20, 7, 5],
+    "train.optimizer": "gd",
+    "train.learning_rate": 0.0075,
+    "train.epochs": 2500,
+    "train.batch_size": 0,
+    "train.l2": 0.0,
+    "train.dropout": 0.0,
+}
+CENTRED_HE = {**CLASSIC, "prepare.center": True, "model.init": "he"}
+# Each candidate is complete in itself (CLASSIC plus changes), so the table means the same
+# whatever params.yaml holds today.
 CANDIDATES: dict[str, dict[str, object]] = {
-    "centred He, gd 0.0075": {},
-    "classic: raw, Xavier, gd 0.0075": {"prepare.center": False, "model.init": "xavier"},
-    "raw, Xavier, gd 0.01": {
-        "prepare.center": False,
-        "model.init": "xavier",
-        "train.learning_rate": 0.01,
-    },
+    "classic (raw, Xavier, gd 0.0075)": CLASSIC,
+    "centred He, gd 0.0075": CENTRED_HE,
+    "raw, Xavier, gd 0.01": {**CLASSIC, "train.learning_rate": 0.01},
     "raw, Xavier, tanh, gd 0.01": {
-        "prepare.center": False,
-        "model.init": "xavier",
+        **CLASSIC,
         "model.activation": "tanh",
         "train.learning_rate": 0.01,
     },
-    "raw, Xavier, gd 0.01, flip": {
-        "prepare.center": False,
-        "model.init": "xavier",
-        "train.learning_rate": 0.01,
-        "prepare.flip": True,
-    },
-    "raw, Xavier, gd 0.01, L2 0.5": {
-        "prepare.center": False,
-        "model.init": "xavier",
-        "train.learning_rate": 0.01,
-        "train.l2": 0.5,
-    },
-    "centred He, gd 0.0075, flip": {"prepare.flip": True},
-    "classic, flip": {"prepare.center": False, "model.init": "xavier", "prepare.flip": True},
+    "raw, Xavier, gd 0.01, L2 0.5": {**CLASSIC, "train.learning_rate": 0.01, "train.l2": 0.5},
     "centred, adam 5e-4, batch 64, 100 epochs": {
+        **CENTRED_HE,
         "train.optimizer": "adam",
         "train.learning_rate": 0.0005,
         "train.batch_size": 64,
         "train.epochs": 100,
     },
+    "classic, flip": {**CLASSIC, "prepare.flip": True},
+    "raw, Xavier, gd 0.01, flip": {**CLASSIC, "prepare.flip": True, "train.learning_rate": 0.01},
+    "centred He, gd 0.0075, flip": {**CENTRED_HE, "prepare.flip": True},
+    "classic, flip, 1000 epochs": {**CLASSIC, "prepare.flip": True, "train.epochs": 1000},
+    "classic, flip, L2 1.0": {**CLASSIC, "prepare.flip": True, "train.l2": 1.0},
+    "classic, flip, tanh": {**CLASSIC, "prepare.flip": True, "model.activation": "tanh"},
+    "classic, flip, momentum 0.005": {
+        **CLASSIC,
+        "prepare.flip": True,
+        "train.optimizer": "momentum",
+        "train.learning_rate": 0.005,
+    },
+    "classic, flip, [40, 10, 5]": {**CLASSIC, "prepare.flip": True, "model.hidden": [40, 10, 5]},
 }
 
 

@@ -108,7 +108,7 @@ def evaluate(params: EvaluateParams, paths: Paths = Paths()) -> dict[str, Any]:
     wrong = np.flatnonzero(predicted != test.labels.astype(bool))[: params.gallery_size]
     plots.gallery(
         test.images[wrong],
-        [f"#{i} {classes[int(test.labels[i])]}\nP(cat)={p_test[i]:.2f}" for i in wrong],
+        [f"#{i}: truly {classes[int(test.labels[i])]}\nP(cat) = {p_test[i]:.2f}" for i in wrong],
         paths.out / "misclassified.png",
         f"misclassified test photos ({len(wrong)} shown)",
     )

@@ -33,13 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from itsacat.config import Params, load_params
-from itsacat.data import (
-    fit_preprocessing,
-    load_h5,
-    preprocess,
-    stratified_split,
-    with_mirrored,
-)
+from itsacat.data import load_h5, network_xy, split_and_fit
 from itsacat.network import init_network, layer_sizes
 from itsacat.scratch import copy_worktree, init_scratch_repo
 from itsacat.training import EpochLog, fit
@@ -62,17 +56,11 @@ class Plateau:
 
 def plateau_run(params: Params, val_fraction: float, seed: int, data: Path, path: str) -> Plateau:
     train_all = load_h5(data / "train_catvnoncat.h5", "train")
-    split_rng = np.random.default_rng(params.prepare.seed)
-    tr_idx, va_idx = stratified_split(train_all.labels, val_fraction, split_rng)
-    train, val = train_all.subset(tr_idx), train_all.subset(va_idx)
-    if params.prepare.flip:
-        train = with_mirrored(train)
-    prep = fit_preprocessing(train.images, params.prepare.center)
+    pp = params.prepare
+    train, val, prep = split_and_fit(train_all, val_fraction, pp.seed, pp.center, pp.flip)
     tp = dataclasses.replace(params.train, seed=seed, patience=0, stop_cost=0.0)
-    X = preprocess(train.images, prep, tp.dtype)
-    Y = train.labels.reshape(1, -1).astype(tp.dtype)
-    X_val = preprocess(val.images, prep, tp.dtype)
-    Y_val = val.labels.reshape(1, -1).astype(tp.dtype)
+    X, Y = network_xy(train, prep, tp.dtype)
+    X_val, Y_val = network_xy(val, prep, tp.dtype)
 
     rng = np.random.default_rng(seed)
     sizes = layer_sizes(X.shape[0], params.model.hidden)

@@ -20,14 +20,7 @@ import numpy as np
 import yaml
 
 from itsacat.config import load_params, params_from_dict, params_to_dict
-from itsacat.data import (
-    Dataset,
-    fit_preprocessing,
-    load_h5,
-    preprocess,
-    stratified_split,
-    with_mirrored,
-)
+from itsacat.data import load_h5, network_xy, split_and_fit
 from itsacat.network import init_network, layer_sizes
 from itsacat.training import fit, loss_and_accuracy
 
@@ -55,19 +48,10 @@ def main() -> None:
 
     train_all = load_h5(args.data / "train_catvnoncat.h5", "train")
     test = load_h5(args.data / "test_catvnoncat.h5", "test")
-    tr_idx, va_idx = stratified_split(
-        train_all.labels, params.prepare.val_fraction, np.random.default_rng(params.prepare.seed)
-    )
-    train, val = train_all.subset(tr_idx), train_all.subset(va_idx)
-    if params.prepare.flip:
-        train = with_mirrored(train)
-    prep = fit_preprocessing(train.images, params.prepare.center)
-
-    def xy(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
-        return preprocess(ds.images, prep, tp.dtype), ds.labels.reshape(1, -1).astype(tp.dtype)
-
-    (X, Y), (Xt, Yt) = xy(train), xy(test)
-    Xv, Yv = xy(val) if len(val) else (None, None)
+    pp = params.prepare
+    train, val, prep = split_and_fit(train_all, pp.val_fraction, pp.seed, pp.center, pp.flip)
+    (X, Y), (Xt, Yt) = network_xy(train, prep, tp.dtype), network_xy(test, prep, tp.dtype)
+    Xv, Yv = network_xy(val, prep, tp.dtype) if len(val) else (None, None)
     print(
         "settings:",
         {

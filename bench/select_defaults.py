@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from itsacat.config import load_params, params_from_dict, params_to_dict
-from itsacat.data import fit_preprocessing, load_h5, preprocess, with_mirrored
+from itsacat.data import load_h5, network_xy, preprocess, training_set
 from itsacat.metrics import classification_metrics
 from itsacat.network import init_network, layer_sizes, predict_proba
 from itsacat.training import fit
@@ -108,13 +108,12 @@ def main() -> None:
         scores: list[dict[str, float]] = []
         for f, val_idx in enumerate(splits):
             tr_idx = np.setdiff1d(np.arange(len(train_all)), val_idx)
-            train, val = train_all.subset(tr_idx), train_all.subset(val_idx)
-            if params.prepare.flip:
-                train = with_mirrored(train)
-            prep = fit_preprocessing(train.images, params.prepare.center)
+            val = train_all.subset(val_idx)
+            train, prep = training_set(
+                train_all.subset(tr_idx), params.prepare.center, params.prepare.flip
+            )
             dtype = params.train.dtype
-            X = preprocess(train.images, prep, dtype)
-            Y = train.labels.reshape(1, -1).astype(dtype)
+            X, Y = network_xy(train, prep, dtype)
             Xv = preprocess(val.images, prep, dtype)
             for seed in range(args.seeds):
                 tp = dataclasses.replace(

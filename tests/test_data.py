@@ -173,3 +173,23 @@ def test_with_mirrored_appends_left_right_mirrors_with_same_labels() -> None:
     assert len(out) == 6 and list(out.labels) == [0, 1, 1, 0, 1, 1]
     assert np.array_equal(out.images[4][:, 0], ds.images[1][:, -1])  # column 0 ↔ column 63
     assert np.array_equal(out.images[:3], ds.images)
+
+
+def test_split_and_fit_mirrors_only_training_photos_and_fits_on_them() -> None:
+    from itsacat.data import Dataset, split_and_fit
+
+    rng = np.random.default_rng(0)
+    ds = Dataset(
+        rng.integers(0, 256, (20, 64, 64, 3), dtype=np.uint8),
+        np.array([0] * 14 + [1] * 6, np.uint8),
+    )
+    train, val, prep = split_and_fit(ds, 0.5, seed=3, center=True, flip=True)
+    assert len(val) == 10 and int(val.labels.sum()) == 3
+    assert len(train) == 20  # 10 photos and their mirror images
+    assert np.allclose(
+        prep.mean,
+        preprocess(train.images, Preprocessing(), "float64").mean(axis=1, keepdims=True),
+        atol=1e-6,
+    )
+    again = split_and_fit(ds, 0.5, seed=3, center=True, flip=True)[1]
+    assert np.array_equal(val.images, again.images)

@@ -258,6 +258,31 @@ def stratified_split(
     return train_idx, val_idx
 
 
+def training_set(train: Dataset, center: bool, flip: bool) -> tuple[Dataset, Preprocessing]:
+    """The photos that will train (mirrored copies added when `flip`) and the
+    preprocessing fitted on exactly those."""
+    if flip:
+        train = with_mirrored(train)
+    return train, fit_preprocessing(train.images, center)
+
+
+def split_and_fit(
+    train_all: Dataset, val_fraction: float, seed: int, center: bool, flip: bool
+) -> tuple[Dataset, Dataset, Preprocessing]:
+    """What the prepare stage does to the training file: a stratified, seeded validation
+    split, then `training_set` on the rest. → (train, val, preprocessing)."""
+    tr_idx, va_idx = stratified_split(train_all.labels, val_fraction, np.random.default_rng(seed))
+    train, prep = training_set(train_all.subset(tr_idx), center, flip)
+    return train, train_all.subset(va_idx), prep
+
+
+def network_xy(
+    dataset: Dataset, prep: Preprocessing, dtype: str = "float32"
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    """X (12288, m) through `preprocess`, and labels Y (1, m) in the same dtype."""
+    return preprocess(dataset.images, prep, dtype), dataset.labels.reshape(1, -1).astype(dtype)
+
+
 def find_duplicates(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> list[tuple[int, int]]:
     """Pairs (i, j) where photo a[i] is pixel-for-pixel photo b[j]."""
     seen: dict[bytes, list[int]] = {}

@@ -15,17 +15,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from itsacat.config import PrepareParams, load_params
 from itsacat.data import (
     find_duplicates,
-    fit_preprocessing,
     load_h5,
     save_preprocessing,
     save_split,
-    stratified_split,
-    with_mirrored,
+    split_and_fit,
 )
 from itsacat.fileio import atomic_write_text
 from itsacat.stages._common import run_stage
@@ -44,12 +40,9 @@ def prepare(params: PrepareParams, paths: Paths = Paths()) -> dict[str, object]:
     """Do the stage's work and return its summary."""
     train_all = load_h5(paths.train_h5, "train")
     test = load_h5(paths.test_h5, "test")
-    rng = np.random.default_rng(params.seed)
-    train_idx, val_idx = stratified_split(train_all.labels, params.val_fraction, rng)
-    train, val = train_all.subset(train_idx), train_all.subset(val_idx)
-    if params.flip:
-        train = with_mirrored(train)
-    prep = fit_preprocessing(train.images, params.center)
+    train, val, prep = split_and_fit(
+        train_all, params.val_fraction, params.seed, params.center, params.flip
+    )
 
     duplicates = find_duplicates(train_all.images, test.images)
     for i, j in duplicates:

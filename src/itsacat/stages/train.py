@@ -22,7 +22,7 @@ import numpy as np
 from itsacat.artifacts import Model, save_model
 from itsacat.backend import get_backend, to_numpy
 from itsacat.config import Params, load_params, params_to_dict
-from itsacat.data import load_preprocessing, load_split, preprocess
+from itsacat.data import load_preprocessing, load_split, network_xy
 from itsacat.insight import InsightRecorder
 from itsacat.network import Network, init_network, layer_sizes
 from itsacat.stages._common import run_stage
@@ -58,14 +58,13 @@ def train(params: Params, paths: Paths = Paths(), live: Any = None) -> FitResult
     if tp.optimizer in ("adam", "rmsprop") and prep.mean is None:
         log.warning(
             "train.optimizer is %s but inputs are not centred: it often collapses to "
-            "'always non-cat'; set prepare.center: true (params.yaml)", tp.optimizer
+            "'always non-cat'; set prepare.center: true (params.yaml)",
+            tp.optimizer,
         )
-    X = xp.asarray(preprocess(train_set.images, prep, tp.dtype))  # (12288, m)
-    Y = xp.asarray(train_set.labels.reshape(1, -1).astype(tp.dtype))  # (1, m)
+    X, Y = (xp.asarray(a) for a in network_xy(train_set, prep, tp.dtype))  # (12288, m), (1, m)
     X_val = Y_val = None
     if len(val_set):
-        X_val = xp.asarray(preprocess(val_set.images, prep, tp.dtype))
-        Y_val = xp.asarray(val_set.labels.reshape(1, -1).astype(tp.dtype))
+        X_val, Y_val = (xp.asarray(a) for a in network_xy(val_set, prep, tp.dtype))
 
     rng = np.random.default_rng(tp.seed)
     sizes = layer_sizes(X.shape[0], params.model.hidden)

@@ -241,3 +241,42 @@ def test_unsafe_archive_is_refused(tmp_path: Path, prepared: Path) -> None:
     with pytest.raises(AWSError, match="unsafe entry"):
         unpack_outputs(archive, paths)
     assert list(paths.model.parent.iterdir()) == []
+
+
+@pytest.mark.aws
+def test_ctrl_c_while_waiting_stops_the_job_on_sagemaker(
+    bucket: str, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job left running after Ctrl-C would run on (and bill): waiting stops it first.
+    moto has no stop_training_job and finishes jobs at once; both are taught here."""
+    from moto.core.responses import ActionResult
+    from moto.sagemaker.models import SageMakerModelBackend
+    from moto.sagemaker.responses import SageMakerResponse
+
+    create = SageMakerModelBackend.create_training_job
+
+    def create_running(self: SageMakerModelBackend, *args: object, **kwargs: object) -> object:
+        job = create(self, *args, **kwargs)
+        job.training_job_status = "InProgress"
+        return job
+
+    def stop(self: SageMakerModelBackend, name: str) -> None:
+        self.training_jobs[name].training_job_status = "Stopped"
+
+    def handler(self: SageMakerResponse) -> ActionResult:
+        self.sagemaker_backend.stop_training_job(self._get_param("TrainingJobName"))
+        return ActionResult({})
+
+    monkeypatch.setattr(SageMakerModelBackend, "create_training_job", create_running)
+    monkeypatch.setattr(SageMakerModelBackend, "stop_training_job", stop, raising=False)
+    monkeypatch.setattr(SageMakerResponse, "stop_training_job", handler, raising=False)
+
+    def interrupt(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    params = small_params(aws={"role_arn": ROLE, "bucket": bucket}, train={"compute": "sagemaker"})
+    with pytest.raises(KeyboardInterrupt):
+        train_on_sagemaker(params, paths=_paths(tmp_path, prepared), sleep=interrupt)
+    sm = client("sagemaker", "us-east-1")
+    jobs = sm.list_training_jobs()["TrainingJobSummaries"]
+    assert [j["TrainingJobStatus"] for j in jobs] == ["Stopped"]

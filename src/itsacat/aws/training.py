@@ -245,35 +245,59 @@ def delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
     return n
 
 
+# kind → (describe call, stop call, name key, status key)
+JOB_API = {
+    "training": (
+        "describe_training_job",
+        "stop_training_job",
+        "TrainingJobName",
+        "TrainingJobStatus",
+    ),
+    "tuning": (
+        "describe_hyper_parameter_tuning_job",
+        "stop_hyper_parameter_tuning_job",
+        "HyperParameterTuningJobName",
+        "HyperParameterTuningJobStatus",
+    ),
+}
+
+
 def wait_for_job(
     sagemaker: Any,
     name: str,
     poll_s: float,
     *,
-    describe: str = "describe_training_job",
-    key: str = "TrainingJobName",
-    status_key: str = "TrainingJobStatus",
+    kind: str = "training",
     on_status: Callable[[dict[str, Any]], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
-    """Poll a SageMaker job until it ends, logging each new status; return its description."""
+    """Poll a SageMaker training or tuning job until it ends, logging each new status;
+    return its description. Ctrl-C stops the job on SageMaker too (it would run on, and
+    bill, otherwise), then re-raises."""
+    describe, stop, key, status_key = JOB_API[kind]
     seen: set[tuple[str, str]] = set()
-    while True:
-        with aws_errors(f"checking SageMaker job {name}"):
-            desc = getattr(sagemaker, describe)(**{key: name})
-        transitions = desc.get("SecondaryStatusTransitions") or [
-            {"Status": desc.get("SecondaryStatus", desc[status_key]), "StatusMessage": ""}
-        ]
-        for t in transitions:
-            mark = (str(t.get("Status")), str(t.get("StatusMessage", "")))
-            if mark not in seen:
-                seen.add(mark)
-                log.info("SageMaker job %s: %s %s", name, mark[0], mark[1])
-        if on_status is not None:
-            on_status(desc)
-        if desc[status_key] in TERMINAL:
-            return desc
-        sleep(poll_s)
+    try:
+        while True:
+            with aws_errors(f"checking SageMaker {kind} job {name}"):
+                desc = getattr(sagemaker, describe)(**{key: name})
+            transitions = desc.get("SecondaryStatusTransitions") or [
+                {"Status": desc.get("SecondaryStatus", desc[status_key]), "StatusMessage": ""}
+            ]
+            for t in transitions:
+                mark = (str(t.get("Status")), str(t.get("StatusMessage", "")))
+                if mark not in seen:
+                    seen.add(mark)
+                    log.info("SageMaker job %s: %s %s", name, mark[0], mark[1])
+            if on_status is not None:
+                on_status(desc)
+            if desc[status_key] in TERMINAL:
+                return desc
+            sleep(poll_s)
+    except KeyboardInterrupt:
+        with aws_errors(f"stopping SageMaker {kind} job {name}"):
+            getattr(sagemaker, stop)(**{key: name})
+        log.warning("stopped SageMaker %s job %s; its inputs remain in S3", kind, name)
+        raise
 
 
 def _safe_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
@@ -375,13 +399,7 @@ def train_on_sagemaker(
         lambda: sagemaker.create_training_job(**job_request(params, name, where)),
     )
     log.info("started SageMaker training job %s (%s)", name, training_image(params))
-    try:
-        desc = wait_for_job(sagemaker, name, params.aws.poll_s, sleep=sleep)
-    except KeyboardInterrupt:
-        with aws_errors(f"stopping SageMaker training job {name}", region):
-            sagemaker.stop_training_job(TrainingJobName=name)
-        log.warning("stopped SageMaker training job %s; its inputs remain", name)
-        raise
+    desc = wait_for_job(sagemaker, name, params.aws.poll_s, sleep=sleep)
     if desc["TrainingJobStatus"] != "Completed":
         message = failure_message(desc, where, region)
         notify("training_ended", message, params.notify, sns=sns, job=name, status="failed")

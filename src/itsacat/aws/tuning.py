@@ -358,22 +358,9 @@ def tune_sagemaker(
             c.get("NonRetryableError", 0) + c.get("RetryableError", 0),
         )
 
-    try:
-        desc = wait_for_job(
-            sagemaker,
-            name,
-            params.aws.poll_s,
-            describe="describe_hyper_parameter_tuning_job",
-            key="HyperParameterTuningJobName",
-            status_key="HyperParameterTuningJobStatus",
-            on_status=progress,
-            sleep=sleep,
-        )
-    except KeyboardInterrupt:
-        with aws_errors(f"stopping tuning job {name}", region):
-            sagemaker.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
-        log.warning("stopped SageMaker tuning job %s", name)
-        raise
+    desc = wait_for_job(
+        sagemaker, name, params.aws.poll_s, kind="tuning", on_status=progress, sleep=sleep
+    )
     if desc["HyperParameterTuningJobStatus"] != "Completed":
         raise AWSError(
             f"SageMaker tuning job {name} ended {desc['HyperParameterTuningJobStatus']}: "

@@ -62,6 +62,8 @@ SETTINGS = [
     {"optimizer": "momentum", "l2": 0.3, "batch_size": 16},
     {"optimizer": "gd", "batch_size": 7, "dropout": 0.2, "lr_decay": 0.01},
     {"optimizer": "momentum", "batch_size": 13, "l2": 0.2, "dropout": 0.1},
+    {"optimizer": "gd", "class_weight": "balanced"},
+    {"optimizer": "momentum", "batch_size": 16, "l2": 0.2, "class_weight": "balanced"},
 ]
 
 

@@ -56,6 +56,41 @@ def test_backprop_matches_finite_differences(activation: str, l2: float) -> None
     assert rel < 1e-6, f"relative error {rel:.2e} for {activation}, l2={l2}"
 
 
+def test_weighted_backprop_matches_finite_differences_of_the_weighted_cost() -> None:
+    """Per-photo loss weights (train.class_weight) enter the cost and its gradient alike."""
+    rng = np.random.default_rng(4)
+    X, Y = _data(rng)
+    weights = 0.5 + rng.random(Y.shape) * 2
+    net = init_network([6, 5, 3, 1], "relu", "xavier", rng, "float64")
+    grads = backward(net, forward(net, X), Y, 0.3, weights=weights)
+    eps, numeric = 1e-6, []
+    for P in [*net.W, *net.b]:
+        g = np.zeros_like(P)
+        for idx in np.ndindex(P.shape):
+            old = P[idx]
+            P[idx] = old + eps
+            plus = cost(net, forward(net, X), Y, 0.3, weights)
+            P[idx] = old - eps
+            minus = cost(net, forward(net, X), Y, 0.3, weights)
+            P[idx] = old
+            g[idx] = (plus - minus) / (2 * eps)
+        numeric.append(g)
+    analytic = np.concatenate([g.ravel() for g in [*grads.dW, *grads.db]])
+    flat = np.concatenate([g.ravel() for g in numeric])
+    assert np.linalg.norm(analytic - flat) / np.linalg.norm(flat) < 1e-6
+    unweighted = backward(net, forward(net, X), Y, 0.3)
+    assert not np.allclose(unweighted.dW[0], grads.dW[0])  # the weights did change it
+
+
+def test_weighted_cross_entropy_is_the_weighted_mean_of_the_losses() -> None:
+    ZL = np.array([[2.0, -1.0, 0.5]])
+    Y = np.array([[1.0, 0.0, 0.0]])
+    losses = np.logaddexp(0.0, ZL) - ZL * Y
+    w = np.array([[3.0, 1.0, 0.5]])
+    assert cross_entropy(ZL, Y, w) == pytest.approx(float((w * losses).sum()) / 3)
+    assert cross_entropy(ZL, Y, np.ones_like(Y)) == pytest.approx(cross_entropy(ZL, Y))
+
+
 def test_dropout_gradient_matches_finite_differences_for_a_fixed_mask() -> None:
     """With the dropout mask held fixed, backprop is the gradient of the masked network."""
     rng = np.random.default_rng(5)

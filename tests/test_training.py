@@ -9,8 +9,8 @@ import pytest
 
 from itsacat.config import OPTIMIZERS, TrainParams
 from itsacat.errors import ConfigError
-from itsacat.network import init_network
-from itsacat.training import fit, loss_and_accuracy
+from itsacat.network import init_network, predict_proba
+from itsacat.training import class_weights, fit, loss_and_accuracy, photo_weights
 
 
 def _separable(seed: int = 0, n_x: int = 10, m: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -124,3 +124,38 @@ def test_divergence_stops_with_a_reason_naming_the_fix(caplog: pytest.LogCapture
     assert result.epochs_run < 50
     assert "lower train.learning_rate" in result.stopped
     assert "lower train.learning_rate" in caplog.text
+
+
+def test_balanced_class_weights_give_each_class_half_the_loss() -> None:
+    Y = np.array([[1.0, 0.0, 0.0, 0.0]])
+    cw = class_weights(Y, "balanced")
+    assert cw == pytest.approx((4 / 6, 2.0))
+    w = photo_weights(cw, Y)
+    assert w is not None
+    assert float(w[Y == 1].sum()) == pytest.approx(float(w[Y == 0].sum()))
+    assert float(w.sum()) == pytest.approx(4.0)  # still a mean per photo
+    assert class_weights(Y, "none") is None and photo_weights(None, Y) is None
+
+
+def test_balanced_class_weights_with_one_class_only_fail_clearly() -> None:
+    with pytest.raises(ConfigError, match=r"train\.class_weight.*both classes.*all 3 are cats"):
+        class_weights(np.ones((1, 3)), "balanced")
+
+
+def test_balanced_class_weights_lift_the_rare_class() -> None:
+    """On overlapping classes with 20% positives, unweighted training calls most positives
+    negative; balanced weights trade some of that for recall, as they should."""
+    rng = np.random.default_rng(2)
+    m = 400
+    Y = (rng.random((1, m)) < 0.2).astype(np.float64)
+    X = rng.standard_normal((10, m)) + 0.8 * Y  # the classes overlap: no perfect fit
+    recalls, rates = {}, {}
+    for mode in ("none", "balanced"):
+        rng_w = np.random.default_rng(3)
+        net = init_network([10, 6, 1], "relu", "he", rng_w, "float64")
+        result = fit(net, X, Y, _params(learning_rate=0.1, class_weight=mode), rng_w)
+        called = predict_proba(result.network, X) >= 0.5
+        recalls[mode] = float(called[Y == 1].mean())
+        rates[mode] = float(called.mean())
+    assert recalls["balanced"] > recalls["none"] + 0.2
+    assert rates["balanced"] > rates["none"]

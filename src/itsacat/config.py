@@ -75,6 +75,7 @@ class TrainParams:
     batch_size: int = 0  # 0 = full batch
     l2: float = 0.0
     dropout: float = 0.0  # probability of dropping a hidden unit
+    class_weight: Literal["none", "balanced"] = "none"  # balanced: each class half the loss
     lr_decay: float = 0.0  # lr_t = lr / (1 + lr_decay * epoch)
     momentum: float = 0.9
     beta2: float = 0.999

@@ -60,14 +60,25 @@ def log_loss(y: NDArray[Any], p: NDArray[Any]) -> float:
 def classification_metrics(
     y: NDArray[Any], p: NDArray[Any], threshold: float = 0.5
 ) -> dict[str, float]:
-    """accuracy, precision, recall, f1, roc_auc, log_loss (precision/recall 0 when undefined)."""
+    """accuracy, balanced_accuracy, precision, recall, f1, roc_auc, log_loss (precision and
+    recall 0 when undefined).
+
+    Balanced accuracy is the mean of the recall on cats and on non-cats (of the classes
+    present): what accuracy would be on a set half cats, whatever share of cats this has.
+    """
     c = confusion(y, p, threshold)
     m = max(len(np.asarray(y)), 1)
     precision = c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else 0.0
     recall = c["tp"] / (c["tp"] + c["fn"]) if c["tp"] + c["fn"] else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    per_class = [
+        hits / (hits + misses)
+        for hits, misses in ((c["tp"], c["fn"]), (c["tn"], c["fp"]))
+        if hits + misses
+    ]
     return {
         "accuracy": (c["tp"] + c["tn"]) / m,
+        "balanced_accuracy": sum(per_class) / max(len(per_class), 1),
         "precision": precision,
         "recall": recall,
         "f1": f1,

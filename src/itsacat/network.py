@@ -169,21 +169,27 @@ def forward(
     return Cache(Z, A, masks)
 
 
-def cross_entropy(ZL: Array, Y: Array) -> float:
+def cross_entropy(ZL: Array, Y: Array, weights: Array | None = None) -> float:
     """Mean binary cross-entropy of sigmoid(ZL) against Y, from the logits (stable).
 
     −[y log σ(z) + (1−y) log(1−σ(z))] = log(1 + eᶻ) − y·z, and logaddexp(0, z) computes
-    log(1 + eᶻ) without overflow at either end.
+    log(1 + eᶻ) without overflow at either end. `weights` (shaped like Y) weighs each
+    photo's loss; the sum is still divided by the number of photos.
     """
     xp = namespace(ZL)
     losses = xp.logaddexp(0.0, ZL)
     losses -= ZL * Y
+    if weights is not None:
+        losses *= weights
     return float(losses.sum()) / losses.size
 
 
-def cost(net: Network, cache: Cache, Y: Array, l2: float = 0.0) -> float:
-    """Cross-entropy plus the L2 penalty λ/(2m)·Σ‖W‖²."""
-    J = cross_entropy(cache.Z[-1], Y)
+def cost(
+    net: Network, cache: Cache, Y: Array, l2: float = 0.0, weights: Array | None = None
+) -> float:
+    """Cross-entropy (weighted per photo by `weights`, if given) plus the L2 penalty
+    λ/(2m)·Σ‖W‖²."""
+    J = cross_entropy(cache.Z[-1], Y, weights)
     if l2 > 0.0:
         m = Y.shape[1]
         J += l2 / (2 * m) * sum(squared_norm(W) for W in net.W)
@@ -197,9 +203,15 @@ def squared_norm(W: Array) -> float:
 
 
 def backward(
-    net: Network, cache: Cache, Y: Array, l2: float = 0.0, *, input_layer: bool = True
+    net: Network,
+    cache: Cache,
+    Y: Array,
+    l2: float = 0.0,
+    *,
+    input_layer: bool = True,
+    weights: Array | None = None,
 ) -> Grads:
-    """Gradients of `cost` with respect to every W and b.
+    """Gradients of `cost` (with the same per-photo `weights`) with respect to every W and b.
 
     The gradient with respect to the input X is never formed: nothing needs it, and at
     12288 × m it would be the single most expensive product of the pass. With
@@ -212,6 +224,8 @@ def backward(
     dW: list[Array] = [None] * L
     db: list[Array] = [None] * L
     dZ = cache.A[-1] - Y  # (1, m): dJ/dZ[L] for sigmoid + cross-entropy
+    if weights is not None:
+        dZ *= weights
     dZ *= 1.0 / m
     for l in range(L - 1, -1, -1):
         db[l] = xp.add.reduce(dZ, axis=1, keepdims=True)

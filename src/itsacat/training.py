@@ -82,9 +82,42 @@ class FitResult:
 InsightHook = Callable[[int, Network, Cache, Grads, list[Array]], None]
 
 
-def _loss_acc(ZL: Array, Y: Array) -> tuple[float, float]:
-    """Cross-entropy and accuracy (threshold ½) from the output logits."""
-    return cross_entropy(ZL, Y), float(((ZL > 0) == (Y > 0.5)).mean())
+ClassWeights = tuple[float, float] | None  # (non-cat, cat) loss weights; None = all 1
+
+
+def class_weights(Y: Array, mode: str) -> ClassWeights:
+    """The per-class loss weights `train.class_weight` asks for, from the training labels.
+
+    "balanced" weighs each class by m / (2·its count): both classes then carry half of the
+    loss, as if the photos were half cats, whatever share of cats the training set has
+    (34% here, 66% in test). The weights sum to m, so the cost stays a mean per photo.
+    """
+    if mode == "none":
+        return None
+    m = Y.shape[1]
+    cats = round(float(Y.sum()))
+    if cats in (0, m):
+        raise ConfigError(
+            f"train.class_weight: balanced needs both classes among the training photos, "
+            f"but all {m} are {'cats' if cats else 'non-cats'}; set train.class_weight: none "
+            "(params.yaml)"
+        )
+    return m / (2 * (m - cats)), m / (2 * cats)
+
+
+def photo_weights(cw: ClassWeights, Y: Array) -> Array | None:
+    """Each photo's loss weight (shaped like Y) from the class weights; None for none."""
+    if cw is None:
+        return None
+    w = Y * (cw[1] - cw[0])
+    w += cw[0]
+    return w
+
+
+def _loss_acc(ZL: Array, Y: Array, cw: ClassWeights = None) -> tuple[float, float]:
+    """Cross-entropy (class-weighted like the cost) and accuracy (threshold ½) from the
+    output logits."""
+    return cross_entropy(ZL, Y, photo_weights(cw, Y)), float(((ZL > 0) == (Y > 0.5)).mean())
 
 
 def loss_and_accuracy(net: Network, X: Array, Y: Array, chunk: int = 4096) -> tuple[float, float]:
@@ -148,8 +181,9 @@ class _Direct:
         train: TrainParams,
         pool: ThreadPoolExecutor | None = None,
         threads: int = 1,
+        cw: ClassWeights = None,
     ) -> None:
-        self.net, self.X, self.Y, self.train = net, X, Y, train
+        self.net, self.X, self.Y, self.train, self.cw = net, X, Y, train, cw
         self.opt = Optimizer(train.optimizer, train.momentum, train.beta2, train.epsilon)
         self.xp = namespace(X)
         self._buffers: dict[int, Array] = {}  # batch size → gathered-batch buffer
@@ -189,9 +223,9 @@ class _Direct:
         Xb = self.batch(idx)
         return forward(self.net, Xb, dropout=dropout, rng=rng, first=self.first(Xb))
 
-    def backward(self, cache: Cache, yb: Array) -> Grads:
+    def backward(self, cache: Cache, yb: Array, wb: Array | None) -> Grads:
         """Backprop, with dW[0] = Σ over the threads' photos of dZ[0] Xbᵀ (fixed order)."""
-        grads = backward(self.net, cache, yb, self.train.l2, input_layer=False)
+        grads = backward(self.net, cache, yb, self.train.l2, input_layer=False, weights=wb)
         Xb, dZ = cache.A[0], grads.dZ0
         assert dZ is not None
         parts = self._parts(Xb.shape[1])
@@ -207,8 +241,8 @@ class _Direct:
         grads.dW[0] = dW
         return grads
 
-    def cost(self, cache: Cache, yb: Array) -> float:
-        return cost(self.net, cache, yb, self.train.l2)
+    def cost(self, cache: Cache, yb: Array, wb: Array | None) -> float:
+        return cost(self.net, cache, yb, self.train.l2, wb)
 
     def step(self, grads: Grads, idx: Array | None, m_b: int, lr: float) -> None:
         self._pending = None
@@ -229,10 +263,10 @@ class _Direct:
     def train_loss(self) -> tuple[float, float]:
         cache = forward(self.net, self.X, first=self.first(self.X))
         self._pending = cache  # the next full-batch step starts from these very weights
-        return _loss_acc(cache.Z[-1], self.Y)
+        return _loss_acc(cache.Z[-1], self.Y, self.cw)
 
     def val_loss(self, X_val: Array, Y_val: Array) -> tuple[float, float]:
-        return _loss_acc(forward(self.net, X_val, first=self.first(X_val)).Z[-1], Y_val)
+        return _loss_acc(forward(self.net, X_val, first=self.first(X_val)).Z[-1], Y_val, self.cw)
 
     def finish(self) -> Network:
         return self.net
@@ -250,8 +284,9 @@ class _Gram:
         Y: Array,
         train: TrainParams,
         X_val: Array | None,
+        cw: ClassWeights = None,
     ) -> None:
-        self.net, self.X, self.Y, self.train = net, X, Y, train
+        self.net, self.X, self.Y, self.train, self.cw = net, X, Y, train, cw
         self.xp = xp = namespace(X)
         self.W0 = net.W[0]  # left as it is until `finish`
         self.G = X.T @ X  # (m, m), symmetric
@@ -285,8 +320,8 @@ class _Gram:
             return cache
         return forward(self.net, None, dropout=dropout, rng=rng, first=self.first(idx))
 
-    def backward(self, cache: Cache, yb: Array) -> Grads:
-        return backward(self.net, cache, yb, self.train.l2, input_layer=False)
+    def backward(self, cache: Cache, yb: Array, wb: Array | None) -> Grads:
+        return backward(self.net, cache, yb, self.train.l2, input_layer=False, weights=wb)
 
     def W0_norm_sq(self) -> float:
         """‖a·W0 + C·Xᵀ‖² = a²‖W0‖² + 2a⟨C, W0 X⟩ + ⟨C XᵀX, C⟩, without forming W[0]."""
@@ -299,9 +334,9 @@ class _Gram:
             + float(c @ CG.reshape(-1))
         )
 
-    def cost(self, cache: Cache, yb: Array) -> float:
+    def cost(self, cache: Cache, yb: Array, wb: Array | None) -> float:
         l2 = self.train.l2
-        J = cross_entropy(cache.Z[-1], yb)
+        J = cross_entropy(cache.Z[-1], yb, wb)
         if l2 > 0.0:
             rest = sum(squared_norm(W) for W in self.net.W[1:])
             J += l2 / (2 * yb.shape[1]) * (self.W0_norm_sq() + rest)
@@ -361,14 +396,14 @@ class _Gram:
     def train_loss(self) -> tuple[float, float]:
         cache = forward(self.net, None, first=self.first(None))
         self._pending = cache
-        return _loss_acc(cache.Z[-1], self.Y)
+        return _loss_acc(cache.Z[-1], self.Y, self.cw)
 
     def val_loss(self, X_val: Array, Y_val: Array) -> tuple[float, float]:
         assert self.K is not None and self.P0_val is not None
         Z = self.span.C @ self.K  # (n_1, m_val)
         Z += self.span.a * self.P0_val
         Z += self.net.b[0]
-        return _loss_acc(forward(self.net, None, first=Z).Z[-1], Y_val)
+        return _loss_acc(forward(self.net, None, first=Z).Z[-1], Y_val, self.cw)
 
     def finish(self) -> Network:
         """Write W[0] = a·W0 + C·Xᵀ into the network's own first-layer array."""
@@ -400,6 +435,7 @@ def _epochs(
     Y = engine.Y
     m = Y.shape[1]
     xp = engine.xp
+    weights = photo_weights(engine.cw, Y)  # the full batch's, computed once
     best_val, best_net, checks_since_best = float("inf"), None, 0
     for epoch in range(1, train.epochs + 1):
         lr = train.learning_rate / (1.0 + train.lr_decay * (epoch - 1))
@@ -418,8 +454,9 @@ def _epochs(
                 yb = Y[:, idx]
             m_b = yb.shape[1]
             cache = engine.forward(idx, train.dropout, drop_rng)
-            grads = engine.backward(cache, yb)
-            epoch_cost += engine.cost(cache, yb) * m_b
+            wb = weights if idx is None else photo_weights(engine.cw, yb)
+            grads = engine.backward(cache, yb, wb)
+            epoch_cost += engine.cost(cache, yb, wb) * m_b
             if insight_now and start + batch >= m and hooks.on_insight:
                 after, full, W_before = engine.step_watched(grads, idx, m_b, lr)
                 hooks.on_insight(epoch, after, cache, full, W_before)
@@ -502,25 +539,27 @@ def fit(
         raise ValueError(f"the gram path needs gd or momentum, not {train.optimizer!r}")
     if path != "auto":
         chosen, why = path, "asked for"
+    cw = class_weights(Y, train.class_weight)
     xp = namespace(X)
     drop_rng = rng if xp is np else xp.random.default_rng(int(rng.integers(2**31)))
     result = FitResult(net, path=chosen)
     started = time.perf_counter()
     log.info(
-        "training %s on %d photos: %s, batch %d, %d epochs; %s path (%s)",
+        "training %s on %d photos: %s, batch %d, %d epochs%s; %s path (%s)",
         net.sizes,
         m,
         train.optimizer,
         batch,
         train.epochs,
+        "" if cw is None else f", class weights non-cat {cw[0]:.3f} cat {cw[1]:.3f}",
         chosen,
         why,
     )
     with _threads(xp, chosen) as (pool, threads):
         engine: _Direct | _Gram = (
-            _Gram(net, X, Y, train, X_val)
+            _Gram(net, X, Y, train, X_val, cw)
             if chosen == "gram"
-            else _Direct(net, X, Y, train, pool, threads)
+            else _Direct(net, X, Y, train, pool, threads, cw)
         )
         hooks = _Hooks(on_log, on_insight, on_epoch)
         _epochs(engine, result, train, batch, rng, drop_rng, X_val, Y_val, hooks)

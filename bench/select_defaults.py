@@ -76,6 +76,7 @@ CANDIDATES: dict[str, dict[str, object]] = {
     "classic, flip, [40, 10, 5]": {**CLASSIC, "prepare.flip": True, "model.hidden": [40, 10, 5]},
 }
 FLIP_BALANCED = {**CLASSIC, "prepare.flip": True, "train.class_weight": "balanced"}
+CENTRED_HE_FLIP_BALANCED = {**FLIP_BALANCED, "prepare.center": True, "model.init": "he"}
 CANDIDATES.update(
     {
         "classic, balanced": {**CLASSIC, "train.class_weight": "balanced"},
@@ -92,7 +93,34 @@ CANDIDATES.update(
             "train.optimizer": "momentum",
             "train.learning_rate": 0.005,
         },
-        "centred He, flip, balanced": {**FLIP_BALANCED, "prepare.center": True, "model.init": "he"},
+        "centred He, flip, balanced": CENTRED_HE_FLIP_BALANCED,
+        "centred Xavier, flip, balanced": {**FLIP_BALANCED, "prepare.center": True},
+        "centred He, flip, balanced, gd 0.005": {
+            **CENTRED_HE_FLIP_BALANCED,
+            "train.learning_rate": 0.005,
+        },
+        "centred He, flip, balanced, gd 0.01": {
+            **CENTRED_HE_FLIP_BALANCED,
+            "train.learning_rate": 0.01,
+        },
+        "centred He, flip, balanced, 1500 epochs": {
+            **CENTRED_HE_FLIP_BALANCED,
+            "train.epochs": 1500,
+        },
+        "centred He, flip, balanced, 3500 epochs": {
+            **CENTRED_HE_FLIP_BALANCED,
+            "train.epochs": 3500,
+        },
+        "centred He, flip, balanced, L2 0.5": {**CENTRED_HE_FLIP_BALANCED, "train.l2": 0.5},
+        "centred He, flip, balanced, momentum 0.005": {
+            **CENTRED_HE_FLIP_BALANCED,
+            "train.optimizer": "momentum",
+            "train.learning_rate": 0.005,
+        },
+        "centred He, flip, balanced, tanh": {
+            **CENTRED_HE_FLIP_BALANCED,
+            "model.activation": "tanh",
+        },
     }
 )
 RANKS = ("balanced_accuracy", "roc_auc")

@@ -1,6 +1,8 @@
 """Load test of the local endpoint against the reference stack; prints requests/s and latency.
 
     .venv/bin/python bench/serve_load.py [--model-dir model] [--duration 60] [--connections 16]
+    .venv/bin/python bench/serve_load.py --stacks itsacat --payloads full --duration 15 \
+        --slices 1 --out /tmp/serve_load.json     # one cell, a quick look
 
 For each stack (itsacat's `itsacat serve`: uvicorn + raw ASGI; the reference: gunicorn
 gthread + Flask around the same `Predictor`, see bench/reference_app.py) and each payload
@@ -224,7 +226,13 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="itsacat serve --threads")
     ap.add_argument("--slices", type=int, default=4, help="alternate stacks this many times")
     ap.add_argument("--stacks", default="itsacat,reference")
-    ap.add_argument("--payloads", default="small,full")
+    ap.add_argument("--payloads", default="small,full", help="small, full or both")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "bench/results/serve_load.json",
+        help="where the JSON goes (short or partial runs: somewhere else, e.g. /tmp)",
+    )
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -286,7 +294,7 @@ def main() -> int:
         f"load average after: {os.getloadavg()[0]:.2f} (other work on the box skews req/s; "
         "CPU per request does not depend on it)"
     )
-    out = REPO / "bench/results/serve_load.json"
+    out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
     shutil.rmtree(tmp, ignore_errors=True)

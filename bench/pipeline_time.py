@@ -57,7 +57,7 @@ class Plateau:
 def plateau_run(params: Params, val_fraction: float, seed: int, data: Path, path: str) -> Plateau:
     train_all = load_h5(data / "train_catvnoncat.h5", "train")
     pp = params.prepare
-    train, val, prep = split_and_fit(train_all, val_fraction, pp.seed, pp.center, pp.flip)
+    train, val, prep = split_and_fit(train_all, val_fraction, pp.seed, pp.center, pp.flip, pp.shift)
     tp = dataclasses.replace(params.train, seed=seed, patience=0, stop_cost=0.0)
     X, Y = network_xy(train, prep, tp.dtype)
     X_val, Y_val = network_xy(val, prep, tp.dtype)

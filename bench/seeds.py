@@ -49,7 +49,9 @@ def main() -> None:
     train_all = load_h5(args.data / "train_catvnoncat.h5", "train")
     test = load_h5(args.data / "test_catvnoncat.h5", "test")
     pp = params.prepare
-    train, val, prep = split_and_fit(train_all, pp.val_fraction, pp.seed, pp.center, pp.flip)
+    train, val, prep = split_and_fit(
+        train_all, pp.val_fraction, pp.seed, pp.center, pp.flip, pp.shift
+    )
     (X, Y), (Xt, Yt) = network_xy(train, prep, tp.dtype), network_xy(test, prep, tp.dtype)
     Xv, Yv = network_xy(val, prep, tp.dtype) if len(val) else (None, None)
     print(

@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CLASSIC = {
     "prepare.center": False,
     "prepare.flip": False,
+    "prepare.shift": 0,
+    "train.class_weight": "none",
     "model.init": "xavier",
     "model.activation": "relu",
     "model.hidden": [20, 7, 5],
@@ -121,6 +123,10 @@ CANDIDATES.update(
             **CENTRED_HE_FLIP_BALANCED,
             "model.activation": "tanh",
         },
+        "classic, flip, shift 2": {**CLASSIC, "prepare.flip": True, "prepare.shift": 2},
+        "classic, flip, shift 4": {**CLASSIC, "prepare.flip": True, "prepare.shift": 4},
+        "centred He, flip, balanced, shift 2": {**CENTRED_HE_FLIP_BALANCED, "prepare.shift": 2},
+        "centred He, flip, balanced, shift 4": {**CENTRED_HE_FLIP_BALANCED, "prepare.shift": 4},
     }
 )
 RANKS = ("balanced_accuracy", "roc_auc")
@@ -164,7 +170,10 @@ def main() -> None:
             tr_idx = np.setdiff1d(np.arange(len(train_all)), val_idx)
             val = train_all.subset(val_idx)
             train, prep = training_set(
-                train_all.subset(tr_idx), params.prepare.center, params.prepare.flip
+                train_all.subset(tr_idx),
+                params.prepare.center,
+                params.prepare.flip,
+                params.prepare.shift,
             )
             dtype = params.train.dtype
             X, Y = network_xy(train, prep, dtype)

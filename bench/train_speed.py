@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from itsacat.config import TrainParams, load_params
-from itsacat.data import fit_preprocessing, load_h5, preprocess, with_mirrored
+from itsacat.data import load_h5, preprocess, training_set
 from itsacat.network import init_network, layer_sizes
 from itsacat.training import fit
 
@@ -332,10 +332,12 @@ def gpu_section(work: Work, repeat: int) -> None:
 
 def load_work(args: argparse.Namespace) -> Work:
     params = load_params(ROOT / "params.yaml")
-    train = load_h5(args.data / "train_catvnoncat.h5", "train")
-    if params.prepare.flip:  # the training photos the train stage sees (val_fraction aside)
-        train = with_mirrored(train)
-    prep = fit_preprocessing(train.images, params.prepare.center)
+    pp = params.prepare
+    shift = pp.shift if args.shift is None else args.shift
+    # the training photos the train stage sees (val_fraction aside)
+    train, prep = training_set(
+        load_h5(args.data / "train_catvnoncat.h5", "train"), pp.center, pp.flip, shift
+    )
     X = preprocess(train.images, prep, "float32")
     assert X.flags.f_contiguous, "preprocess builds X photo by photo"
     Y = train.labels.reshape(1, -1).astype(np.float32)
@@ -358,6 +360,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=3, help="runs per contender (best is kept)")
     ap.add_argument("--epochs", type=int, default=0, help="iterations (default: params.yaml)")
+    ap.add_argument(
+        "--shift", type=int, default=None, help="prepare.shift (default: params.yaml's)"
+    )
     ap.add_argument("--gpu", action="store_true", help="also time the CuPy backend")
     ap.add_argument(
         "--threads", type=int, default=0, help="BLAS and PyTorch threads (default: as set up)"

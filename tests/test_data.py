@@ -12,6 +12,7 @@ from PIL import Image
 from imaging import encode
 from itsacat.data import (
     N_X,
+    Dataset,
     Preprocessing,
     decode_image,
     find_duplicates,
@@ -19,6 +20,8 @@ from itsacat.data import (
     load_h5,
     preprocess,
     stratified_split,
+    training_set,
+    with_shifted,
 )
 from itsacat.errors import DataError, ImageError
 
@@ -193,3 +196,37 @@ def test_split_and_fit_mirrors_only_training_photos_and_fits_on_them() -> None:
     )
     again = split_and_fit(ds, 0.5, seed=3, center=True, flip=True)[1]
     assert np.array_equal(val.images, again.images)
+
+
+def test_shifted_copies_move_every_photo_by_the_shift_with_edges_repeated() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    ds = Dataset(images, np.array([1, 0, 1], dtype=np.uint8))
+    out = with_shifted(ds, 2)
+    assert out.images.shape == (15, 64, 64, 3) and out.images.dtype == np.uint8
+    assert list(out.labels) == [1, 0, 1] * 5
+    assert np.array_equal(out.images[:3], images)  # the originals first, untouched
+    down, up, right, left = (out.images[3 * k : 3 * k + 3] for k in range(1, 5))
+    # moved by 2: the content lands 2 rows/columns over, the gap repeats the edge
+    assert np.array_equal(down[:, 2:], images[:, :-2])
+    assert np.array_equal(down[:, 0], images[:, 0])
+    assert np.array_equal(up[:, :-2], images[:, 2:])
+    assert np.array_equal(up[:, -1], images[:, -1])
+    assert np.array_equal(right[:, :, 2:], images[:, :, :-2])
+    assert np.array_equal(left[:, :, :-2], images[:, :, 2:])
+    assert with_shifted(ds, 0) is ds
+
+
+def test_training_set_mirrors_then_shifts_and_fits_on_all_of_them() -> None:
+    rng = np.random.default_rng(1)
+    ds = Dataset(
+        rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8),
+        np.array([1, 0, 0, 1], dtype=np.uint8),
+    )
+    train, prep = training_set(ds, center=True, flip=True, shift=3)
+    assert len(train) == 4 * 2 * 5
+    assert np.array_equal(train.images[4:8], ds.images[:, :, ::-1])  # mirrored before moved
+    assert prep.mean is not None
+    np.testing.assert_allclose(
+        prep.mean[:, 0], train.images.reshape(len(train), -1).mean(axis=0) / 255.0, rtol=1e-5
+    )

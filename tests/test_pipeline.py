@@ -61,6 +61,7 @@ def test_repro_writes_metrics_with_useful_accuracy(project: Path) -> None:
     for split in ("train", "test"):
         assert set(metrics[split]) == {
             "accuracy",
+            "balanced_accuracy",
             "precision",
             "recall",
             "f1",

@@ -35,7 +35,9 @@ def trained(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
     Y = train.labels.reshape(1, -1).astype(np.float32)
     rng = np.random.default_rng(0)
     net = init_network([X.shape[0], 16, 4, 1], "relu", "he", rng, "float32")
-    params = TrainParams(epochs=40, learning_rate=0.002, log_every=1000, insight_every=0)
+    params = TrainParams(
+        epochs=40, learning_rate=0.005, class_weight="none", log_every=1000, insight_every=0
+    )
     result = fit(net, X, Y, params, rng)
     model_dir = tmp_path_factory.mktemp("skew-model")
     save_model(Model(result.network, prep, train.classes), model_dir)

@@ -9,7 +9,7 @@ import pytest
 
 from itsacat.config import OPTIMIZERS, TrainParams
 from itsacat.errors import ConfigError
-from itsacat.network import init_network, predict_proba
+from itsacat.network import cross_entropy, forward, init_network, predict_proba
 from itsacat.training import class_weights, fit, loss_and_accuracy, photo_weights
 
 
@@ -76,7 +76,14 @@ def test_patience_stops_and_keeps_the_best_weights() -> None:
         net,
         X,
         Y,
-        _params(optimizer="adam", learning_rate=0.05, epochs=3000, patience=3, log_every=5),
+        _params(
+            optimizer="adam",
+            learning_rate=0.05,
+            epochs=3000,
+            patience=3,
+            log_every=5,
+            class_weight="none",  # the logged val loss is then loss_and_accuracy's
+        ),
         rng,
         X_val=X_val,
         Y_val=Y_val,
@@ -159,3 +166,27 @@ def test_balanced_class_weights_lift_the_rare_class() -> None:
         rates[mode] = float(called.mean())
     assert recalls["balanced"] > recalls["none"] + 0.2
     assert rates["balanced"] > rates["none"]
+
+
+def test_with_balanced_weights_the_logged_losses_and_patience_use_the_training_weights() -> None:
+    X, Y = _separable(m=40)
+    Y[:, :30] = 0.0  # few positives, so balanced weights differ from 1
+    rng = np.random.default_rng(0)
+    X_val = rng.standard_normal((10, 30))
+    Y_val = (rng.random((1, 30)) > 0.5).astype(np.float64)
+    net = init_network([10, 16, 1], "relu", "he", rng, "float64")
+    params = _params(
+        optimizer="adam",
+        learning_rate=0.05,
+        epochs=3000,
+        patience=3,
+        log_every=5,
+        class_weight="balanced",
+    )
+    result = fit(net, X, Y, params, rng, X_val=X_val, Y_val=Y_val)
+    assert "did not improve" in result.stopped
+    w_val = photo_weights(class_weights(Y, "balanced"), Y_val)
+    kept = cross_entropy(forward(result.network, X_val).Z[-1], Y_val, w_val)
+    best = min(e.val_loss for e in result.history if e.val_loss is not None)
+    assert kept == pytest.approx(best)
+    assert loss_and_accuracy(result.network, X_val, Y_val)[0] != pytest.approx(best)

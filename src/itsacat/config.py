@@ -29,6 +29,8 @@ from itsacat.errors import ConfigError
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
 OPTIMIZERS = ("gd", "momentum", "rmsprop", "adam")
 
+MAX_SHIFT = 16  # pixels: a quarter of the 64-pixel photo
+
 Activation = Literal["relu", "leaky_relu", "tanh", "sigmoid"]
 Optimizer = Literal["gd", "momentum", "rmsprop", "adam"]
 
@@ -42,13 +44,16 @@ class PrepareParams:
     """How raw photos become network input, and how the validation set is split off."""
 
     val_fraction: float = 0.0
-    center: bool = False  # Adam and RMSprop need it; the mean travels inside the model
+    center: bool = True  # Adam and RMSprop need it; the mean travels inside the model
     flip: bool = True  # add a mirrored copy of every training photo
+    shift: int = 2  # add copies moved this many pixels up, down, left and right (0 = none)
     seed: int = 0
 
     def check(self, source: str) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
             _fail("prepare.val_fraction", self.val_fraction, "in [0, 1)", source)
+        if not 0 <= self.shift <= MAX_SHIFT:
+            _fail("prepare.shift", self.shift, f"an integer in [0, {MAX_SHIFT}] (pixels)", source)
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ class ModelParams:
 
     hidden: tuple[int, ...] = (20, 7, 5)
     activation: Activation = "relu"
-    init: Literal["he", "xavier"] = "xavier"
+    init: Literal["he", "xavier"] = "he"
 
     def check(self, source: str) -> None:
         for size in self.hidden:
@@ -75,7 +80,7 @@ class TrainParams:
     batch_size: int = 0  # 0 = full batch
     l2: float = 0.0
     dropout: float = 0.0  # probability of dropping a hidden unit
-    class_weight: Literal["none", "balanced"] = "none"  # balanced: each class half the loss
+    class_weight: Literal["none", "balanced"] = "balanced"  # balanced: each class half the loss
     lr_decay: float = 0.0  # lr_t = lr / (1 + lr_decay * epoch)
     momentum: float = 0.9
     beta2: float = 0.999

@@ -246,6 +246,26 @@ def with_mirrored(dataset: Dataset) -> Dataset:
     )
 
 
+def with_shifted(dataset: Dataset, pixels: int) -> Dataset:
+    """The photos followed by four copies moved `pixels` up, down, left and right (same
+    labels), the edge rows and columns repeated into the gap. The network sees pixels, not
+    shapes, so a cat a little off-centre is a new photo to it; these copies teach it that
+    the position does not matter."""
+    if pixels == 0:
+        return dataset
+    s, n = pixels, dataset.images.shape[1]
+    padded = np.pad(dataset.images, ((0, 0), (s, s), (s, s), (0, 0)), mode="edge")
+    moved = [
+        padded[:, s + dy : s + dy + n, s + dx : s + dx + n]
+        for dy, dx in ((-s, 0), (s, 0), (0, -s), (0, s))
+    ]
+    return Dataset(
+        np.concatenate([dataset.images, *moved]),
+        np.concatenate([dataset.labels] * 5),
+        dataset.classes,
+    )
+
+
 def stratified_split(
     labels: NDArray[np.uint8], fraction: float, rng: np.random.Generator
 ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
@@ -262,21 +282,24 @@ def stratified_split(
     return train_idx, val_idx
 
 
-def training_set(train: Dataset, center: bool, flip: bool) -> tuple[Dataset, Preprocessing]:
-    """The photos that will train (mirrored copies added when `flip`) and the
-    preprocessing fitted on exactly those."""
+def training_set(
+    train: Dataset, center: bool, flip: bool, shift: int = 0
+) -> tuple[Dataset, Preprocessing]:
+    """The photos that will train (mirrored copies added when `flip`, then moved copies of
+    those when `shift` > 0) and the preprocessing fitted on exactly those."""
     if flip:
         train = with_mirrored(train)
+    train = with_shifted(train, shift)
     return train, fit_preprocessing(train.images, center)
 
 
 def split_and_fit(
-    train_all: Dataset, val_fraction: float, seed: int, center: bool, flip: bool
+    train_all: Dataset, val_fraction: float, seed: int, center: bool, flip: bool, shift: int = 0
 ) -> tuple[Dataset, Dataset, Preprocessing]:
     """What the prepare stage does to the training file: a stratified, seeded validation
     split, then `training_set` on the rest. → (train, val, preprocessing)."""
     tr_idx, va_idx = stratified_split(train_all.labels, val_fraction, np.random.default_rng(seed))
-    train, prep = training_set(train_all.subset(tr_idx), center, flip)
+    train, prep = training_set(train_all.subset(tr_idx), center, flip, shift)
     return train, train_all.subset(va_idx), prep
 
 

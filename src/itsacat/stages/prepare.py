@@ -41,7 +41,7 @@ def prepare(params: PrepareParams, paths: Paths = Paths()) -> dict[str, object]:
     train_all = load_h5(paths.train_h5, "train")
     test = load_h5(paths.test_h5, "test")
     train, val, prep = split_and_fit(
-        train_all, params.val_fraction, params.seed, params.center, params.flip
+        train_all, params.val_fraction, params.seed, params.center, params.flip, params.shift
     )
 
     duplicates = find_duplicates(train_all.images, test.images)

@@ -127,6 +127,23 @@ CANDIDATES.update(
         "classic, flip, shift 4": {**CLASSIC, "prepare.flip": True, "prepare.shift": 4},
         "centred He, flip, balanced, shift 2": {**CENTRED_HE_FLIP_BALANCED, "prepare.shift": 2},
         "centred He, flip, balanced, shift 4": {**CENTRED_HE_FLIP_BALANCED, "prepare.shift": 4},
+        "centred He, flip, balanced, shift 6": {**CENTRED_HE_FLIP_BALANCED, "prepare.shift": 6},
+        "centred He, flip, balanced, shift 8": {**CENTRED_HE_FLIP_BALANCED, "prepare.shift": 8},
+        "centred He, flip, balanced, shift 4, dropout 0.2": {
+            **CENTRED_HE_FLIP_BALANCED,
+            "prepare.shift": 4,
+            "train.dropout": 0.2,
+        },
+        "centred He, flip, balanced, shift 4, L2 1.0": {
+            **CENTRED_HE_FLIP_BALANCED,
+            "prepare.shift": 4,
+            "train.l2": 1.0,
+        },
+        "centred He, flip, balanced, shift 4, 1500 epochs": {
+            **CENTRED_HE_FLIP_BALANCED,
+            "prepare.shift": 4,
+            "train.epochs": 1500,
+        },
     }
 )
 RANKS = ("balanced_accuracy", "roc_auc")

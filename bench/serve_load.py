@@ -56,6 +56,19 @@ end
 """
 
 
+def decode_floor_ms(body: bytes, runs: int = 30) -> float:
+    """Median CPU milliseconds of `decode_image` on `body`: what no server can go under."""
+    from itsacat.data import decode_image
+
+    decode_image(body)
+    times = []
+    for _ in range(runs):
+        start = time.process_time()
+        decode_image(body)
+        times.append((time.process_time() - start) * 1000)
+    return float(np.median(times))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -248,6 +261,14 @@ def main() -> int:
         f"{args.workers} server workers, {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.2f} before"
     )
+    if "full" in args.payloads:
+        floor_ms = decode_floor_ms(bodies["full"].read_bytes())
+        cores = os.cpu_count() or 1
+        print(
+            f"decode floor: data.decode_image alone takes {floor_ms:.1f} ms of CPU per "
+            f"full-size photo in this process → at most {cores * 1000 / floor_ms:.0f} "
+            f"full-size photos/s on {cores} cores doing nothing else (no HTTP, no load client)"
+        )
     stacks = args.stacks.split(",")
     slice_s = max(1, args.duration // args.slices)
     results: dict[str, dict[str, dict[str, float]]] = {}

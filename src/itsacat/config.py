@@ -46,7 +46,7 @@ class PrepareParams:
     val_fraction: float = 0.0
     center: bool = True  # Adam and RMSprop need it; the mean travels inside the model
     flip: bool = True  # add a mirrored copy of every training photo
-    shift: int = 2  # add copies moved this many pixels up, down, left and right (0 = none)
+    shift: int = 4  # add copies moved this many pixels up, down, left and right (0 = none)
     seed: int = 0
 
     def check(self, source: str) -> None:

@@ -107,6 +107,8 @@ def ours(work: Work, path: str, xp: Any = np, order: str = "F") -> Callable[[], 
     X_host = work.X if order == "F" else np.ascontiguousarray(work.X)
     params = TrainParams(
         optimizer="gd",
+        l2=0.0,  # the peers' settings: no L2, every photo weighs the same
+        class_weight="none",
         learning_rate=work.lr,
         epochs=work.epochs,
         batch_size=0 if work.batch == work.m else work.batch,

@@ -22,6 +22,14 @@ def test_repo_params_yaml_is_valid_and_matches_defaults_shape(repo_root: Path) -
     assert params.train.backend == "numpy"
 
 
+def test_repo_params_yaml_holds_the_defaults_a_missing_key_gets(repo_root: Path) -> None:
+    """A key left out of params.yaml gets the dataclass default: the chosen defaults must
+    be the same in both places, or deleting a line would silently change the model."""
+    params, defaults = load_params(repo_root / "params.yaml"), Params()
+    for section in ("prepare", "model", "train", "evaluate"):
+        assert getattr(params, section) == getattr(defaults, section), section
+
+
 def test_missing_file_means_defaults(tmp_path: Path) -> None:
     assert load_params(tmp_path / "nope.yaml") == Params()
 

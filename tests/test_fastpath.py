@@ -39,6 +39,8 @@ def _params(**kw: Any) -> TrainParams:
         "epochs": 300,
         "log_every": 20,
         "insight_every": 0,
+        "l2": 0.0,  # plain GD unless a setting asks for more
+        "class_weight": "none",
     }
     return TrainParams(**{**base, "dtype": "float64", **kw})
 
@@ -239,3 +241,19 @@ def test_direct_path_trains_alike_on_one_and_on_several_blas_threads() -> None:
         one = _train(params, "direct")
     _assert_same_nets(one.network, several.network)
     assert several.path == "direct"
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"l2": 0.5}, {"l2": 0.5, "class_weight": "balanced"}, {"l2": 0.3, "batch_size": 16}],
+    ids=["full-batch", "full-batch-balanced", "mini-batch"],
+)
+def test_gram_path_epoch_costs_with_l2_equal_the_direct_ones(setting: dict[str, Any]) -> None:
+    """The cost with its L2 term (what stop_cost and divergence watch): on the full batch the
+    Gram path reads ‖W[0]‖² off the forward pass's Z[0] instead of a second m×m product."""
+    costs: dict[str, list[float]] = {"direct": [], "gram": []}
+    for path, seen in costs.items():
+        _train(_params(epochs=120, **setting), path, on_epoch=lambda e, c, s=seen: s.append(c))
+    assert len(costs["gram"]) == 120
+    np.testing.assert_allclose(costs["gram"], costs["direct"], rtol=1e-9)
+    assert costs["gram"][-1] < costs["gram"][0]

@@ -22,7 +22,15 @@ def _separable(seed: int = 0, n_x: int = 10, m: int = 64) -> tuple[np.ndarray, n
 
 
 def _params(**kw: object) -> TrainParams:
-    base = {"learning_rate": 0.05, "epochs": 200, "log_every": 10, "insight_every": 0}
+    # plain training: these tests are about the loop, not about params.yaml's chosen defaults
+    base = {
+        "learning_rate": 0.05,
+        "epochs": 200,
+        "log_every": 10,
+        "insight_every": 0,
+        "l2": 0.0,
+        "class_weight": "none",
+    }
     return TrainParams(**{**base, **kw})  # type: ignore[arg-type]
 
 

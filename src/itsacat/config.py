@@ -78,7 +78,7 @@ class TrainParams:
     learning_rate: float = 0.0075
     epochs: int = 2500
     batch_size: int = 0  # 0 = full batch
-    l2: float = 0.0
+    l2: float = 1.0
     dropout: float = 0.0  # probability of dropping a hidden unit
     class_weight: Literal["none", "balanced"] = "balanced"  # balanced: each class half the loss
     lr_decay: float = 0.0  # lr_t = lr / (1 + lr_decay * epoch)

@@ -323,23 +323,30 @@ class _Gram:
     def backward(self, cache: Cache, yb: Array, wb: Array | None) -> Grads:
         return backward(self.net, cache, yb, self.train.l2, input_layer=False, weights=wb)
 
-    def W0_norm_sq(self) -> float:
-        """‖a·W0 + C·Xᵀ‖² = a²‖W0‖² + 2a⟨C, W0 X⟩ + ⟨C XᵀX, C⟩, without forming W[0]."""
+    def W0_norm_sq(self, Z0: Array | None = None) -> float:
+        """‖a·W0 + C·Xᵀ‖² = a²‖W0‖² + 2a⟨C, W0 X⟩ + ⟨C, C·XᵀX⟩, without forming W[0].
+
+        Given Z0 = C·XᵀX + a·W0 X + b[0], the whole batch's first-layer output at these
+        very weights, ⟨C, C·XᵀX⟩ = ⟨C, Z0⟩ − a⟨C, W0 X⟩ − b[0]·(C 1) comes without the
+        (n_1 × m × m) product again, which would double the cost of every L2 step.
+        """
         s = self.span
-        CG = s.C @ self.G
         c = s.C.reshape(-1)
-        return (
-            s.a * s.a * self.W0_sq
-            + 2.0 * s.a * float(c @ self.P0.reshape(-1))
-            + float(c @ CG.reshape(-1))
-        )
+        c_p0 = float(c @ self.P0.reshape(-1))
+        if Z0 is None:
+            c_cg = float(c @ (s.C @ self.G).reshape(-1))
+        else:
+            c_cg = float(c @ Z0.reshape(-1)) - s.a * c_p0
+            c_cg -= float(self.net.b[0][:, 0] @ s.C.sum(axis=1))
+        return s.a * s.a * self.W0_sq + 2.0 * s.a * c_p0 + c_cg
 
     def cost(self, cache: Cache, yb: Array, wb: Array | None) -> float:
         l2 = self.train.l2
         J = cross_entropy(cache.Z[-1], yb, wb)
         if l2 > 0.0:
             rest = sum(squared_norm(W) for W in self.net.W[1:])
-            J += l2 / (2 * yb.shape[1]) * (self.W0_norm_sq() + rest)
+            full = cache.Z[0].shape[1] == self.P0.shape[1]  # Z[0] of the whole batch
+            J += l2 / (2 * yb.shape[1]) * (self.W0_norm_sq(cache.Z[0] if full else None) + rest)
         return J
 
     def step(self, grads: Grads, idx: Array | None, m_b: int, lr: float) -> None:

@@ -144,7 +144,7 @@ def decode_image(data: bytes, size: int = IMAGE_SIZE) -> NDArray[np.uint8]:
     `MAX_PIXELS_FULL_DECODE` (formats decoded at full size) and images under
     `MIN_SIDE` pixels a side are refused with an `ImageError` that says why.
     """
-    from PIL import Image
+    from PIL import Image, ImageFile
 
     if not data:
         raise ImageError("the image is empty (0 bytes); send the bytes of a JPEG or PNG file")
@@ -164,7 +164,7 @@ def decode_image(data: bytes, size: int = IMAGE_SIZE) -> NDArray[np.uint8]:
                     f"the image is {width}×{height} pixels, too small to classify; send a "
                     f"photo at least {MIN_SIDE}×{MIN_SIDE} (64×64 or larger is best)"
                 )
-            if img.format == "JPEG":
+            if img.format == "JPEG" and isinstance(img, ImageFile.ImageFile):
                 scale = max(1, min(width, height) // (2 * size))
                 img.draft("RGB", (max(size, width // scale), max(size, height // scale)))
                 # Feed libjpeg the whole in-memory file in one call rather than Pillow's

@@ -257,3 +257,33 @@ def test_gram_path_epoch_costs_with_l2_equal_the_direct_ones(setting: dict[str, 
     assert len(costs["gram"]) == 120
     np.testing.assert_allclose(costs["gram"], costs["direct"], rtol=1e-9)
     assert costs["gram"][-1] < costs["gram"][0]
+
+
+def test_gram_path_shares_its_products_between_threads_from_gram_share_min_photos(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With many photos each thread takes a share of the columns of XᵀX and of C·XᵀX; the
+    training is the same as on one thread (and as the direct path)."""
+    from threadpoolctl import threadpool_limits
+
+    import itsacat.training as training
+
+    monkeypatch.setattr(training, "GRAM_SHARE_MIN", 16)  # M = 40 photos: shared
+    shared_parts: list[int] = []
+    real = training._by_columns
+
+    def spy(product: Any, parts: list[slice], pool: Any, xp: Any) -> Any:
+        shared_parts.append(len(parts))
+        return real(product, parts, pool, xp)
+
+    monkeypatch.setattr(training, "_by_columns", spy)
+    params = _params(epochs=150, l2=0.2, class_weight="balanced")
+    with threadpool_limits(limits=2, user_api="blas"):
+        several = _train(params, "gram")
+    assert max(shared_parts) == 2  # the products really were split
+    shared_parts.clear()
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = _train(params, "gram")
+    assert max(shared_parts) == 1
+    _assert_same_nets(one.network, several.network)
+    _assert_same_nets(_train(params, "direct").network, several.network)

@@ -132,17 +132,38 @@ def loss_and_accuracy(net: Network, X: Array, Y: Array, chunk: int = 4096) -> tu
     return loss_sum / m, correct / m
 
 
+GRAM_SHARE_MIN = 1024  # photos from which the Gram path's (m × m) products are shared too
+
+
+def _parts(m: int, pool: ThreadPoolExecutor | None, threads: int) -> list[slice]:
+    """The photos (columns) each thread takes: one slice when there is nothing to share."""
+    if pool is None or threads == 1 or m < 8 * threads:
+        return [slice(0, m)]
+    return [slice(i * m // threads, (i + 1) * m // threads) for i in range(threads)]
+
+
+def _by_columns(
+    product: Callable[[slice], Array], parts: list[slice], pool: ThreadPoolExecutor | None, xp: Any
+) -> Array:
+    """`product(columns)` for each part on the pool's threads, side by side."""
+    if pool is None or len(parts) == 1:
+        return product(parts[0])
+    return xp.concatenate(list(pool.map(product, parts)), axis=1)
+
+
 @contextlib.contextmanager
-def _threads(xp: Any, path: str) -> Iterator[tuple[ThreadPoolExecutor | None, int]]:
-    """numpy's BLAS on one thread while fit runs; on the direct path, as many Python threads
-    as BLAS had, each multiplying its share of the photos.
+def _threads(xp: Any, path: str, m: int) -> Iterator[tuple[ThreadPoolExecutor | None, int]]:
+    """numpy's BLAS on one thread while fit runs; as many Python threads as BLAS had, each
+    multiplying its share of the photos: on the direct path always, on the Gram path from
+    `GRAM_SHARE_MIN` photos (mirrored and shifted copies make 2,090).
 
     OpenBLAS splits the first layer's (n_1 × 12288) · (12288 × m) products between its
     threads with a barrier per block of pixels; on this 2-core machine, busy with other
     work, a descheduled thread then stalled every barrier (measured: 4-5× slower than one
     thread, 25× on the Gram path's small products). Splitting by photos instead needs one
     join per product, and the sum of the threads' dW[0] shares is taken in a fixed order,
-    so results do not depend on scheduling. The Gram path's products are too small to share.
+    so results do not depend on scheduling. Below `GRAM_SHARE_MIN` photos the Gram path's
+    products are too small to be worth a join.
     """
     if xp is not np:
         yield None, 1
@@ -152,7 +173,7 @@ def _threads(xp: Any, path: str) -> Iterator[tuple[ThreadPoolExecutor | None, in
     blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
     k = max(blas, default=1)
     with threadpool_limits(limits=1, user_api="blas"):
-        if path == "gram" or k == 1:
+        if k == 1 or (path == "gram" and m < GRAM_SHARE_MIN):
             yield None, 1
             return
         with ThreadPoolExecutor(k, thread_name_prefix="itsacat-blas") as pool:
@@ -199,20 +220,11 @@ class _Direct:
         self.xp.take(self.X, idx, axis=1, out=buf)
         return buf
 
-    def _parts(self, m: int) -> list[slice]:
-        k = self.threads if self.pool else 1
-        if k == 1 or m < 8 * k:
-            return [slice(0, m)]
-        return [slice(i * m // k, (i + 1) * m // k) for i in range(k)]
-
     def first(self, Xb: Array) -> Array:
         """Z[0] = W[0] Xb + b[0], each thread taking its share of the photos (columns)."""
         W = self.net.W[0]
-        parts = self._parts(Xb.shape[1])
-        if len(parts) == 1 or self.pool is None:
-            Z = W @ Xb  # (n_1, m)
-        else:
-            Z = self.xp.concatenate(list(self.pool.map(lambda c: W @ Xb[:, c], parts)), axis=1)
+        parts = _parts(Xb.shape[1], self.pool, self.threads)
+        Z = _by_columns(lambda c: W @ Xb[:, c], parts, self.pool, self.xp)  # (n_1, m)
         Z += self.net.b[0]
         return Z
 
@@ -228,7 +240,7 @@ class _Direct:
         grads = backward(self.net, cache, yb, self.train.l2, input_layer=False, weights=wb)
         Xb, dZ = cache.A[0], grads.dZ0
         assert dZ is not None
-        parts = self._parts(Xb.shape[1])
+        parts = _parts(Xb.shape[1], self.pool, self.threads)
         if len(parts) == 1 or self.pool is None:
             dW = dZ @ Xb.T  # (n_1, n_x)
         else:
@@ -285,11 +297,18 @@ class _Gram:
         train: TrainParams,
         X_val: Array | None,
         cw: ClassWeights = None,
+        pool: ThreadPoolExecutor | None = None,
+        threads: int = 1,
     ) -> None:
         self.net, self.X, self.Y, self.train, self.cw = net, X, Y, train, cw
         self.xp = xp = namespace(X)
         self.W0 = net.W[0]  # left as it is until `finish`
-        self.G = X.T @ X  # (m, m), symmetric
+        self.pool, self.parts = pool, _parts(X.shape[1], pool, threads)
+        G = _by_columns(lambda c: X.T @ X[:, c], self.parts, pool, xp)  # (m, m)
+        if len(self.parts) > 1:  # blocks summed in their own orders: make it exactly symmetric
+            G = G + G.T
+            G *= 0.5
+        self.G = G
         self.P0 = self.W0 @ X  # (n_1, m): W0's share of Z[0], constant
         self.K = X.T @ X_val if X_val is not None else None  # (m, m_val)
         self.P0_val = self.W0 @ X_val if X_val is not None else None
@@ -301,8 +320,8 @@ class _Gram:
     def first(self, idx: Array | None) -> Array:
         """Z[0] = a·W0 Xb + C·XᵀXb + b[0] for the batch's columns idx (None: all)."""
         s = self.span
-        if idx is None:
-            Z = s.C @ self.G  # (n_1, m)
+        if idx is None:  # G is symmetric: its rows are its columns, stored contiguously
+            Z = _by_columns(lambda c: s.C @ self.G[c].T, self.parts, self.pool, self.xp)
             P = self.P0
         else:
             Z = s.C @ self.G[idx].T  # G is symmetric: rows gather contiguously
@@ -562,9 +581,9 @@ def fit(
         chosen,
         why,
     )
-    with _threads(xp, chosen) as (pool, threads):
+    with _threads(xp, chosen, m) as (pool, threads):
         engine: _Direct | _Gram = (
-            _Gram(net, X, Y, train, X_val, cw)
+            _Gram(net, X, Y, train, X_val, cw, pool, threads)
             if chosen == "gram"
             else _Direct(net, X, Y, train, pool, threads, cw)
         )

@@ -50,6 +50,13 @@ def test_missing_file_means_defaults(tmp_path: Path) -> None:
         ({"train": {"dtype": "float16"}}, "train.dtype must be one of float32, float64"),
         ({"prepare": {"val_fraction": 1.5}}, "prepare.val_fraction must be in [0, 1)"),
         ({"prepare": {"center": "yes"}}, "prepare.center must be true or false"),
+        (
+            {"prepare": {"shift": 20}},
+            "prepare.shift must be an integer in [0, 16] (pixels), got 20",
+        ),
+        ({"prepare": {"shift": -1}}, "prepare.shift must be an integer in [0, 16]"),
+        ({"prepare": {"shift": 1.5}}, "prepare.shift must be a whole number"),
+        ({"train": {"class_weight": "auto"}}, "train.class_weight must be one of none, balanced"),
         ({"evaluate": {"threshold": 0}}, "evaluate.threshold must be in (0, 1)"),
         ({"train": "fast"}, "train must be a mapping"),
     ],

@@ -189,10 +189,9 @@ def choose_path(train: TrainParams, n_x: int, m: int) -> tuple[str, str]:
     return "gram", f"{train.optimizer} keeps W[0] in the span of the {m} training photos"
 
 
-class _Direct:
-    """Plain training: the first layer multiplies by the 12288-row batch every step."""
-
-    name = "direct"
+class _Engine:
+    """What both paths share: the training data, the optimiser, the threads, and the
+    full-batch forward pass a loss check leaves for the next step to start from."""
 
     def __init__(
         self,
@@ -200,16 +199,46 @@ class _Direct:
         X: Array,
         Y: Array,
         train: TrainParams,
+        cw: ClassWeights = None,
         pool: ThreadPoolExecutor | None = None,
         threads: int = 1,
-        cw: ClassWeights = None,
     ) -> None:
         self.net, self.X, self.Y, self.train, self.cw = net, X, Y, train, cw
         self.opt = Optimizer(train.optimizer, train.momentum, train.beta2, train.epsilon)
         self.xp = namespace(X)
-        self._buffers: dict[int, Array] = {}  # batch size → gathered-batch buffer
-        self._pending: Cache | None = None  # the full-batch forward at the current weights
         self.pool, self.threads = pool, threads  # share the first layer's products by photos
+        self._pending: Cache | None = None  # the full-batch forward at the current weights
+
+    def batch_forward(self, idx: Array | None, dropout: float, rng: Any) -> Cache:
+        raise NotImplementedError
+
+    def forward(self, idx: Array | None, dropout: float, rng: Any) -> Cache:
+        if idx is None and dropout == 0.0 and self._pending is not None:
+            cache, self._pending = self._pending, None
+            return cache
+        return self.batch_forward(idx, dropout, rng)
+
+    def backward(self, cache: Cache, yb: Array, wb: Array | None) -> Grads:
+        """Backprop without the first layer's dW (each path forms it its own way)."""
+        return backward(self.net, cache, yb, self.train.l2, input_layer=False, weights=wb)
+
+    def train_loss(self) -> tuple[float, float]:
+        cache = self.batch_forward(None, 0.0, None)
+        self._pending = cache  # the next full-batch step starts from these very weights
+        return _loss_acc(cache.Z[-1], self.Y, self.cw)
+
+    def finish(self) -> Network:
+        return self.net
+
+
+class _Direct(_Engine):
+    """Plain training: the first layer multiplies by the 12288-row batch every step."""
+
+    name = "direct"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._buffers: dict[int, Array] = {}  # batch size → gathered-batch buffer
 
     def batch(self, idx: Array | None) -> Array:
         if idx is None:
@@ -228,16 +257,13 @@ class _Direct:
         Z += self.net.b[0]
         return Z
 
-    def forward(self, idx: Array | None, dropout: float, rng: Any) -> Cache:
-        if idx is None and dropout == 0.0 and self._pending is not None:
-            cache, self._pending = self._pending, None
-            return cache
+    def batch_forward(self, idx: Array | None, dropout: float, rng: Any) -> Cache:
         Xb = self.batch(idx)
         return forward(self.net, Xb, dropout=dropout, rng=rng, first=self.first(Xb))
 
     def backward(self, cache: Cache, yb: Array, wb: Array | None) -> Grads:
         """Backprop, with dW[0] = Σ over the threads' photos of dZ[0] Xbᵀ (fixed order)."""
-        grads = backward(self.net, cache, yb, self.train.l2, input_layer=False, weights=wb)
+        grads = super().backward(cache, yb, wb)
         Xb, dZ = cache.A[0], grads.dZ0
         assert dZ is not None
         parts = _parts(Xb.shape[1], self.pool, self.threads)
@@ -272,19 +298,11 @@ class _Direct:
         self.step(grads, idx, m_b, lr)
         return self.net, grads, W_before
 
-    def train_loss(self) -> tuple[float, float]:
-        cache = forward(self.net, self.X, first=self.first(self.X))
-        self._pending = cache  # the next full-batch step starts from these very weights
-        return _loss_acc(cache.Z[-1], self.Y, self.cw)
-
     def val_loss(self, X_val: Array, Y_val: Array) -> tuple[float, float]:
         return _loss_acc(forward(self.net, X_val, first=self.first(X_val)).Z[-1], Y_val, self.cw)
 
-    def finish(self) -> Network:
-        return self.net
 
-
-class _Gram:
+class _Gram(_Engine):
     """Training with W[0] = a·W0 + C·Xᵀ: every step sees XᵀX (m, m), never X (12288, m)."""
 
     name = "gram"
@@ -300,10 +318,10 @@ class _Gram:
         pool: ThreadPoolExecutor | None = None,
         threads: int = 1,
     ) -> None:
-        self.net, self.X, self.Y, self.train, self.cw = net, X, Y, train, cw
-        self.xp = xp = namespace(X)
+        super().__init__(net, X, Y, train, cw, pool, threads)
+        xp = self.xp
         self.W0 = net.W[0]  # left as it is until `finish`
-        self.pool, self.parts = pool, _parts(X.shape[1], pool, threads)
+        self.parts = _parts(X.shape[1], pool, threads)
         G = _by_columns(lambda c: X.T @ X[:, c], self.parts, pool, xp)  # (m, m)
         if len(self.parts) > 1:  # blocks summed in their own orders: make it exactly symmetric
             G = G + G.T
@@ -314,8 +332,6 @@ class _Gram:
         self.P0_val = self.W0 @ X_val if X_val is not None else None
         self.W0_sq = squared_norm(self.W0)
         self.span = SpanLayer(xp.zeros_like(self.P0), train.optimizer, train.momentum)
-        self.opt = Optimizer(train.optimizer, train.momentum, train.beta2, train.epsilon)
-        self._pending: Cache | None = None
 
     def first(self, idx: Array | None) -> Array:
         """Z[0] = a·W0 Xb + C·XᵀXb + b[0] for the batch's columns idx (None: all)."""
@@ -333,14 +349,8 @@ class _Gram:
         Z += self.net.b[0]
         return Z
 
-    def forward(self, idx: Array | None, dropout: float, rng: Any) -> Cache:
-        if idx is None and dropout == 0.0 and self._pending is not None:
-            cache, self._pending = self._pending, None
-            return cache
+    def batch_forward(self, idx: Array | None, dropout: float, rng: Any) -> Cache:
         return forward(self.net, None, dropout=dropout, rng=rng, first=self.first(idx))
-
-    def backward(self, cache: Cache, yb: Array, wb: Array | None) -> Grads:
-        return backward(self.net, cache, yb, self.train.l2, input_layer=False, weights=wb)
 
     def W0_norm_sq(self, Z0: Array | None = None) -> float:
         """‖a·W0 + C·Xᵀ‖² = a²‖W0‖² + 2a⟨C, W0 X⟩ + ⟨C, C·XᵀX⟩, without forming W[0].
@@ -418,11 +428,6 @@ class _Gram:
         after = Network([W_after, *self.net.W[1:]], self.net.b, self.net.activation)
         full = Grads([dW0, *grads.dW[1:]], grads.db, grads.dZ0)
         return after, full, [W_before, *W_rest]
-
-    def train_loss(self) -> tuple[float, float]:
-        cache = forward(self.net, None, first=self.first(None))
-        self._pending = cache
-        return _loss_acc(cache.Z[-1], self.Y, self.cw)
 
     def val_loss(self, X_val: Array, Y_val: Array) -> tuple[float, float]:
         assert self.K is not None and self.P0_val is not None
@@ -585,7 +590,7 @@ def fit(
         engine: _Direct | _Gram = (
             _Gram(net, X, Y, train, X_val, cw, pool, threads)
             if chosen == "gram"
-            else _Direct(net, X, Y, train, pool, threads, cw)
+            else _Direct(net, X, Y, train, cw, pool, threads)
         )
         hooks = _Hooks(on_log, on_insight, on_epoch)
         _epochs(engine, result, train, batch, rng, drop_rng, X_val, Y_val, hooks)

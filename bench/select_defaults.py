@@ -44,6 +44,8 @@ CLASSIC = {
     "train.dropout": 0.0,
 }
 CENTRED_HE = {**CLASSIC, "prepare.center": True, "model.init": "he"}
+FLIP_BALANCED = {**CLASSIC, "prepare.flip": True, "train.class_weight": "balanced"}
+CENTRED_HE_FLIP_BALANCED = {**FLIP_BALANCED, "prepare.center": True, "model.init": "he"}
 # Each candidate is complete in itself (CLASSIC plus changes), so the table means the same
 # whatever params.yaml holds today.
 CANDIDATES: dict[str, dict[str, object]] = {
@@ -76,76 +78,70 @@ CANDIDATES: dict[str, dict[str, object]] = {
         "train.learning_rate": 0.005,
     },
     "classic, flip, [40, 10, 5]": {**CLASSIC, "prepare.flip": True, "model.hidden": [40, 10, 5]},
+    "classic, balanced": {**CLASSIC, "train.class_weight": "balanced"},
+    "classic, flip, balanced": FLIP_BALANCED,
+    "classic, flip, balanced, 1500 epochs": {**FLIP_BALANCED, "train.epochs": 1500},
+    "classic, flip, balanced, 3500 epochs": {**FLIP_BALANCED, "train.epochs": 3500},
+    "classic, flip, balanced, gd 0.005": {**FLIP_BALANCED, "train.learning_rate": 0.005},
+    "classic, flip, balanced, gd 0.01": {**FLIP_BALANCED, "train.learning_rate": 0.01},
+    "classic, flip, balanced, L2 0.5": {**FLIP_BALANCED, "train.l2": 0.5},
+    "classic, flip, balanced, L2 2.0": {**FLIP_BALANCED, "train.l2": 2.0},
+    "classic, flip, balanced, He": {**FLIP_BALANCED, "model.init": "he"},
+    "classic, flip, balanced, momentum 0.005": {
+        **FLIP_BALANCED,
+        "train.optimizer": "momentum",
+        "train.learning_rate": 0.005,
+    },
+    "centred He, flip, balanced": CENTRED_HE_FLIP_BALANCED,
+    "centred Xavier, flip, balanced": {**FLIP_BALANCED, "prepare.center": True},
+    "centred He, flip, balanced, gd 0.005": {
+        **CENTRED_HE_FLIP_BALANCED,
+        "train.learning_rate": 0.005,
+    },
+    "centred He, flip, balanced, gd 0.01": {
+        **CENTRED_HE_FLIP_BALANCED,
+        "train.learning_rate": 0.01,
+    },
+    "centred He, flip, balanced, 1500 epochs": {
+        **CENTRED_HE_FLIP_BALANCED,
+        "train.epochs": 1500,
+    },
+    "centred He, flip, balanced, 3500 epochs": {
+        **CENTRED_HE_FLIP_BALANCED,
+        "train.epochs": 3500,
+    },
+    "centred He, flip, balanced, L2 0.5": {**CENTRED_HE_FLIP_BALANCED, "train.l2": 0.5},
+    "centred He, flip, balanced, momentum 0.005": {
+        **CENTRED_HE_FLIP_BALANCED,
+        "train.optimizer": "momentum",
+        "train.learning_rate": 0.005,
+    },
+    "centred He, flip, balanced, tanh": {
+        **CENTRED_HE_FLIP_BALANCED,
+        "model.activation": "tanh",
+    },
+    "classic, flip, shift 2": {**CLASSIC, "prepare.flip": True, "prepare.shift": 2},
+    "classic, flip, shift 4": {**CLASSIC, "prepare.flip": True, "prepare.shift": 4},
+    "centred He, flip, balanced, shift 2": {**CENTRED_HE_FLIP_BALANCED, "prepare.shift": 2},
+    "centred He, flip, balanced, shift 4": {**CENTRED_HE_FLIP_BALANCED, "prepare.shift": 4},
+    "centred He, flip, balanced, shift 6": {**CENTRED_HE_FLIP_BALANCED, "prepare.shift": 6},
+    "centred He, flip, balanced, shift 8": {**CENTRED_HE_FLIP_BALANCED, "prepare.shift": 8},
+    "centred He, flip, balanced, shift 4, dropout 0.2": {
+        **CENTRED_HE_FLIP_BALANCED,
+        "prepare.shift": 4,
+        "train.dropout": 0.2,
+    },
+    "centred He, flip, balanced, shift 4, L2 1.0": {
+        **CENTRED_HE_FLIP_BALANCED,
+        "prepare.shift": 4,
+        "train.l2": 1.0,
+    },
+    "centred He, flip, balanced, shift 4, 1500 epochs": {
+        **CENTRED_HE_FLIP_BALANCED,
+        "prepare.shift": 4,
+        "train.epochs": 1500,
+    },
 }
-FLIP_BALANCED = {**CLASSIC, "prepare.flip": True, "train.class_weight": "balanced"}
-CENTRED_HE_FLIP_BALANCED = {**FLIP_BALANCED, "prepare.center": True, "model.init": "he"}
-CANDIDATES.update(
-    {
-        "classic, balanced": {**CLASSIC, "train.class_weight": "balanced"},
-        "classic, flip, balanced": FLIP_BALANCED,
-        "classic, flip, balanced, 1500 epochs": {**FLIP_BALANCED, "train.epochs": 1500},
-        "classic, flip, balanced, 3500 epochs": {**FLIP_BALANCED, "train.epochs": 3500},
-        "classic, flip, balanced, gd 0.005": {**FLIP_BALANCED, "train.learning_rate": 0.005},
-        "classic, flip, balanced, gd 0.01": {**FLIP_BALANCED, "train.learning_rate": 0.01},
-        "classic, flip, balanced, L2 0.5": {**FLIP_BALANCED, "train.l2": 0.5},
-        "classic, flip, balanced, L2 2.0": {**FLIP_BALANCED, "train.l2": 2.0},
-        "classic, flip, balanced, He": {**FLIP_BALANCED, "model.init": "he"},
-        "classic, flip, balanced, momentum 0.005": {
-            **FLIP_BALANCED,
-            "train.optimizer": "momentum",
-            "train.learning_rate": 0.005,
-        },
-        "centred He, flip, balanced": CENTRED_HE_FLIP_BALANCED,
-        "centred Xavier, flip, balanced": {**FLIP_BALANCED, "prepare.center": True},
-        "centred He, flip, balanced, gd 0.005": {
-            **CENTRED_HE_FLIP_BALANCED,
-            "train.learning_rate": 0.005,
-        },
-        "centred He, flip, balanced, gd 0.01": {
-            **CENTRED_HE_FLIP_BALANCED,
-            "train.learning_rate": 0.01,
-        },
-        "centred He, flip, balanced, 1500 epochs": {
-            **CENTRED_HE_FLIP_BALANCED,
-            "train.epochs": 1500,
-        },
-        "centred He, flip, balanced, 3500 epochs": {
-            **CENTRED_HE_FLIP_BALANCED,
-            "train.epochs": 3500,
-        },
-        "centred He, flip, balanced, L2 0.5": {**CENTRED_HE_FLIP_BALANCED, "train.l2": 0.5},
-        "centred He, flip, balanced, momentum 0.005": {
-            **CENTRED_HE_FLIP_BALANCED,
-            "train.optimizer": "momentum",
-            "train.learning_rate": 0.005,
-        },
-        "centred He, flip, balanced, tanh": {
-            **CENTRED_HE_FLIP_BALANCED,
-            "model.activation": "tanh",
-        },
-        "classic, flip, shift 2": {**CLASSIC, "prepare.flip": True, "prepare.shift": 2},
-        "classic, flip, shift 4": {**CLASSIC, "prepare.flip": True, "prepare.shift": 4},
-        "centred He, flip, balanced, shift 2": {**CENTRED_HE_FLIP_BALANCED, "prepare.shift": 2},
-        "centred He, flip, balanced, shift 4": {**CENTRED_HE_FLIP_BALANCED, "prepare.shift": 4},
-        "centred He, flip, balanced, shift 6": {**CENTRED_HE_FLIP_BALANCED, "prepare.shift": 6},
-        "centred He, flip, balanced, shift 8": {**CENTRED_HE_FLIP_BALANCED, "prepare.shift": 8},
-        "centred He, flip, balanced, shift 4, dropout 0.2": {
-            **CENTRED_HE_FLIP_BALANCED,
-            "prepare.shift": 4,
-            "train.dropout": 0.2,
-        },
-        "centred He, flip, balanced, shift 4, L2 1.0": {
-            **CENTRED_HE_FLIP_BALANCED,
-            "prepare.shift": 4,
-            "train.l2": 1.0,
-        },
-        "centred He, flip, balanced, shift 4, 1500 epochs": {
-            **CENTRED_HE_FLIP_BALANCED,
-            "prepare.shift": 4,
-            "train.epochs": 1500,
-        },
-    }
-)
 RANKS = ("balanced_accuracy", "roc_auc")
 
 

@@ -198,3 +198,28 @@ def test_with_balanced_weights_the_logged_losses_and_patience_use_the_training_w
     best = min(e.val_loss for e in result.history if e.val_loss is not None)
     assert kept == pytest.approx(best)
     assert loss_and_accuracy(result.network, X_val, Y_val)[0] != pytest.approx(best)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "gd"], ids=["direct", "gram"])
+def test_mini_batches_of_photo_by_photo_data_copy_no_more_than_a_batch(optimizer: str) -> None:
+    """The train stage stores X photo by photo (F order). Gathering a mini-batch must copy
+    the batch's photos only: numpy's take along axis 1 of an F-order array first copies all
+    of X, on every batch. The same network comes out of either layout."""
+    import tracemalloc
+
+    X, Y = _separable(n_x=2000, m=400)
+    params = _params(optimizer=optimizer, learning_rate=0.01, epochs=3, batch_size=16)
+    nets = {}
+    for order in ("F", "C"):
+        Xo = np.asfortranarray(X) if order == "F" else np.ascontiguousarray(X)
+        rng = np.random.default_rng(1)
+        net = init_network([2000, 6, 1], "relu", "he", rng, "float64")
+        tracemalloc.start()
+        result = fit(net, Xo, Y, params, rng)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        if order == "F":
+            assert peak < X.nbytes / 4, f"fit allocated {peak} bytes; X is {X.nbytes}"
+        nets[order] = result.network
+    for a, b in zip(nets["F"].W, nets["C"].W, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)

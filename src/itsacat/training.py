@@ -243,10 +243,17 @@ class _Direct(_Engine):
     def batch(self, idx: Array | None) -> Array:
         if idx is None:
             return self.X
+        photo_by_photo = bool(self.X.flags.f_contiguous)
         buf = self._buffers.get(len(idx))
-        if buf is None:
-            buf = self._buffers[len(idx)] = self.xp.empty((self.X.shape[0], len(idx)), self.X.dtype)
-        self.xp.take(self.X, idx, axis=1, out=buf)
+        if buf is None:  # the batch keeps X's layout
+            shape, order = (self.X.shape[0], len(idx)), "F" if photo_by_photo else "C"
+            buf = self._buffers[len(idx)] = self.xp.empty(shape, self.X.dtype, order=order)
+        if photo_by_photo:
+            # photos are the rows of Xᵀ: gather whole rows. Taking columns of an F-order X
+            # would first copy all of X into C order, on every batch.
+            self.xp.take(self.X.T, idx, axis=0, out=buf.T)
+        else:
+            self.xp.take(self.X, idx, axis=1, out=buf)
         return buf
 
     def first(self, Xb: Array) -> Array:

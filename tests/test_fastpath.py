@@ -287,3 +287,22 @@ def test_gram_path_shares_its_products_between_threads_from_gram_share_min_photo
     assert max(shared_parts) == 1
     _assert_same_nets(one.network, several.network)
     _assert_same_nets(_train(params, "direct").network, several.network)
+
+
+@pytest.mark.parametrize(("blas", "during"), [(2, 1), (4, 4)])
+def test_direct_path_leaves_more_than_two_blas_threads_to_blas(blas: int, during: int) -> None:
+    """Up to OWN_THREADS_MAX BLAS threads the direct path holds BLAS at one thread and shares
+    the products itself; with more, BLAS keeps its threads (faster on a 16-core host)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    seen: list[int] = []
+
+    def on_epoch(epoch: int, cost: float) -> None:
+        seen.append(max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
+
+    params = _params(optimizer="adam", learning_rate=0.005, epochs=5)
+    with threadpool_limits(limits=blas, user_api="blas"):
+        result = _train(params, "auto", on_epoch=on_epoch)
+        after = max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+    assert result.path == "direct"
+    assert seen == [during] * 5 and after == blas

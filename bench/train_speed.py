@@ -3,6 +3,7 @@
     python bench/train_speed.py                 # params.yaml's architecture, batch and epochs
     python bench/train_speed.py --repeat 5      # best of 5 runs each, interleaved
     python bench/train_speed.py --gpu           # also the CuPy backend, transfers included
+    python bench/train_speed.py --gpu-only      # the GPU contenders alone
     python bench/train_speed.py --threads 1     # every contender on one BLAS/PyTorch thread
 
 Every contender trains [12288, *model.hidden, 1] (ReLU, sigmoid output, cross-entropy) on
@@ -16,6 +17,10 @@ per-iteration evaluation beyond the training loss each one reports anyway:
                    a copy: what the train stage's photo-by-photo layout is worth
   scikit-learn     MLPClassifier(solver="sgd", momentum=0, alpha=0, batch_size=m, …)
   PyTorch (CPU)    nn.Sequential + torch.optim.SGD, same threads as numpy's BLAS
+
+With --gpu (or --gpu-only) the same work runs on the GPU: `fit` on the CuPy backend, both
+paths, and PyTorch on CUDA, each run paying its own host→device copy of the photos and
+device→host copy of the weights, as the train stage does.
 
 Each library gets the training photos in its own natural layout (this project: (12288, m)
 stored photo by photo (F order), as the train stage builds it; scikit-learn and PyTorch:
@@ -163,22 +168,24 @@ def sklearn_run(work: Work) -> Callable[[], float]:
     return run
 
 
-def torch_run(work: Work) -> Callable[[], float] | None:
+def torch_run(work: Work, device: str = "cpu") -> Callable[[], float] | None:
     try:
         import torch
     except ImportError:
         return None
-    torch.set_num_threads(blas_threads())
-    Xt = torch.from_numpy(work.XT)
-    Yt = torch.from_numpy(np.ascontiguousarray(work.Y.T))
+    if device == "cpu":
+        torch.set_num_threads(blas_threads())
+    X_host = torch.from_numpy(work.XT)
+    Y_host = torch.from_numpy(np.ascontiguousarray(work.Y.T))
 
     def run() -> float:
         torch.manual_seed(work.seed)
+        Xt, Yt = X_host.to(device), Y_host.to(device)  # host → device on a GPU
         sizes = [work.X.shape[0], *work.hidden]
         layers: list[Any] = []
         for fan_in, fan_out in itertools.pairwise(sizes):
             layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ReLU()]
-        model = torch.nn.Sequential(*layers, torch.nn.Linear(sizes[-1], 1))
+        model = torch.nn.Sequential(*layers, torch.nn.Linear(sizes[-1], 1)).to(device)
         opt = torch.optim.SGD(model.parameters(), lr=work.lr, momentum=0.0)
         loss_fn = torch.nn.BCEWithLogitsLoss()
         gen = torch.Generator().manual_seed(work.seed)
@@ -189,12 +196,13 @@ def torch_run(work: Work) -> Callable[[], float] | None:
                 if order is None:
                     xb, yb = Xt, Yt
                 else:
-                    idx = order[start : start + work.batch]
+                    idx = order[start : start + work.batch].to(device)
                     xb, yb = Xt[idx], Yt[idx]
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(model(xb), yb)
                 loss.backward()
                 opt.step()
+        [p.detach().cpu() for p in model.parameters()]  # device → host, as ours does
         return float(loss.item())
 
     return run
@@ -307,8 +315,8 @@ def stage_peak_rss() -> tuple[float, float, float] | None:
     return int(kib) / 1024, int(base_kib) / 1024, float(seconds)
 
 
-def gpu_section(work: Work, repeat: int) -> None:
-    print("GPU (CuPy backend; host→device and device→host transfers included)")
+def gpu_section(work: Work, repeat: int, cpu_best: dict[str, float]) -> None:
+    print("GPU (host→device copy of the photos and device→host copy of the weights included)")
     try:
         import cupy
 
@@ -317,19 +325,42 @@ def gpu_section(work: Work, repeat: int) -> None:
         print(f"  skipped: no usable CuPy GPU ({type(exc).__name__}: {exc})")
         return
     name = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    start = time.perf_counter()
-    X = cupy.asarray(work.X)
-    cupy.cuda.Device().synchronize()
-    transfer = time.perf_counter() - start
-    del X
-    print(f"  device: {name}; X host→device alone: {transfer * 1e3:.1f} ms")
-    ours(work, "direct", cupy)()  # warm-up: kernel compilation is not training
-    ours(work, "gram", cupy)()
-    times = timed(
-        {"cupy direct": ours(work, "direct", cupy), "cupy gram": ours(work, "gram", cupy)},
-        repeat,
+    copies = []
+    for _ in range(3):
+        start = time.perf_counter()
+        X = cupy.asarray(work.X)
+        cupy.cuda.Device().synchronize()
+        copies.append(time.perf_counter() - start)
+        del X
+    print(
+        f"  device: {name}, CuPy {cupy.__version__}; X ({work.X.nbytes / 2**20:.0f} MiB) "
+        f"host→device alone: {min(copies) * 1e3:.1f} ms (best of 3)"
     )
-    report_times(times, [])
+    torch = torch_run(work, "cuda") if _torch_cuda() else None
+    runs = {
+        "cupy direct": ours(work, "direct", cupy),
+        "cupy gram": ours(work, "gram", cupy),
+        "PyTorch (CUDA)": torch,
+    }
+    for run in runs.values():  # warm-up: kernel compilation and cuBLAS set-up are not training
+        if run is not None:
+            run()
+    best = report_times(timed(runs, repeat), [] if torch else ["PyTorch (CUDA)"])
+    print("ratios (best times; > 1 means the second is faster)")
+    pairs = [("PyTorch (CUDA)", "cupy direct"), ("PyTorch (CUDA)", "cupy gram")]
+    pairs += [(cpu, gpu) for cpu in cpu_best for gpu in ("cupy direct", "cupy gram")]
+    for slow, fast in pairs:
+        if slow in best or slow in cpu_best:
+            slow_s = best.get(slow, cpu_best.get(slow))
+            print(f"  {slow} / {fast}: {slow_s / best[fast]:.2f}×")
+
+
+def _torch_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
 
 
 def load_work(args: argparse.Namespace) -> Work:
@@ -367,6 +398,9 @@ def main() -> None:
     )
     ap.add_argument("--gpu", action="store_true", help="also time the CuPy backend")
     ap.add_argument(
+        "--gpu-only", action="store_true", help="time only the GPU contenders (CuPy, PyTorch)"
+    )
+    ap.add_argument(
         "--threads", type=int, default=0, help="BLAS and PyTorch threads (default: as set up)"
     )
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/datasets/catvnoncat")
@@ -389,6 +423,9 @@ def main() -> None:
             f"{work.m} photos, batch {work.batch}, {work.epochs} iterations of gradient "
             f"descent at lr {work.lr}, float32"
         )
+    if args.gpu_only:
+        gpu_section(work, args.repeat, {})
+        return
     print(f"numpy BLAS: {blas_kernel()} ({env_text})")
     torch = torch_run(work)
     runs = {
@@ -435,7 +472,7 @@ def main() -> None:
         )
     if args.gpu:
         print()
-        gpu_section(work, args.repeat)
+        gpu_section(work, args.repeat, best)
     print(f"\nmax RSS of this benchmark process: {_self_rss():.0f} MiB")
 
 

@@ -7,6 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 
+from gpu import needs_gpu
 from itsacat.backend import get_backend, namespace, to_numpy
 from itsacat.config import TrainParams
 from itsacat.errors import ConfigError
@@ -26,19 +27,8 @@ def test_cupy_without_cupy_is_a_clear_config_error() -> None:
         get_backend("cupy")
 
 
-def _has_gpu() -> bool:
-    if importlib.util.find_spec("cupy") is None:
-        return False
-    import cupy
-
-    try:
-        return bool(cupy.cuda.runtime.getDeviceCount())
-    except Exception:
-        return False
-
-
 @pytest.mark.gpu
-@pytest.mark.skipif(not _has_gpu(), reason="needs CuPy and a CUDA GPU")
+@needs_gpu
 def test_cupy_trains_the_same_network_as_numpy() -> None:
     cupy = get_backend("cupy")
     rng = np.random.default_rng(0)

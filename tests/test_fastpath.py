@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gpu import needs_gpu
 from itsacat.config import TrainParams
 from itsacat.insight import InsightRecorder
 from itsacat.network import Network, init_network, predict_proba
@@ -209,12 +210,10 @@ def test_in_place_optimizer_matches_the_textbook_update(kind: str) -> None:
 
 
 @pytest.mark.gpu
+@needs_gpu
 def test_cupy_gram_and_direct_paths_match_numpy() -> None:
-    cupy = pytest.importorskip("cupy")
-    try:
-        cupy.cuda.runtime.getDeviceCount()
-    except Exception:
-        pytest.skip("no CUDA GPU visible")
+    import cupy
+
     X, Y, X_val, Y_val = _data()
     params = _params(epochs=50, batch_size=16, l2=0.1)
     reference = _train(params, "direct").network

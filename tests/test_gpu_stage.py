@@ -8,13 +8,13 @@ with the default prepare params, runs the stage's own `train` (dvclive aside) on
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from gpu import needs_gpu
 from itsacat.artifacts import load_model
 from itsacat.config import Params
 from itsacat.data import load_preprocessing, load_split, network_xy
@@ -24,21 +24,9 @@ from itsacat.stages import prepare as prepare_stage
 from itsacat.stages import train as train_stage
 from itsacat.training import FitResult
 
-
-def _has_gpu() -> bool:
-    if importlib.util.find_spec("cupy") is None:
-        return False
-    import cupy
-
-    try:
-        return bool(cupy.cuda.runtime.getDeviceCount())
-    except Exception:
-        return False
-
-
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not _has_gpu(), reason="needs CuPy and a CUDA GPU"),
+    needs_gpu,
 ]
 
 

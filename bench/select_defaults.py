@@ -141,6 +141,24 @@ CANDIDATES: dict[str, dict[str, object]] = {
         "prepare.shift": 4,
         "train.epochs": 1500,
     },
+    "centred He, flip, balanced, shift 4, L2 2.0": {
+        **CENTRED_HE_FLIP_BALANCED,
+        "prepare.shift": 4,
+        "train.l2": 2.0,
+    },
+    "centred He, flip, balanced, shift 4, L2 1.0, gd 0.01": {
+        **CENTRED_HE_FLIP_BALANCED,
+        "prepare.shift": 4,
+        "train.l2": 1.0,
+        "train.learning_rate": 0.01,
+    },
+    "centred He, flip, balanced, shift 4, L2 1.0, momentum 0.005": {
+        **CENTRED_HE_FLIP_BALANCED,
+        "prepare.shift": 4,
+        "train.l2": 1.0,
+        "train.optimizer": "momentum",
+        "train.learning_rate": 0.005,
+    },
 }
 RANKS = ("balanced_accuracy", "roc_auc")
 

@@ -288,10 +288,13 @@ def test_gram_path_shares_its_products_between_threads_from_gram_share_min_photo
     _assert_same_nets(_train(params, "direct").network, several.network)
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "gd"], ids=["direct", "gram"])
 @pytest.mark.parametrize(("blas", "during"), [(2, 1), (4, 4)])
-def test_direct_path_leaves_more_than_two_blas_threads_to_blas(blas: int, during: int) -> None:
-    """Up to OWN_THREADS_MAX BLAS threads the direct path holds BLAS at one thread and shares
-    the products itself; with more, BLAS keeps its threads (faster on a 16-core host)."""
+def test_more_than_two_blas_threads_are_left_to_blas(
+    blas: int, during: int, optimizer: str
+) -> None:
+    """Up to OWN_THREADS_MAX BLAS threads fit holds BLAS at one thread and shares the
+    products itself; with more, BLAS keeps its threads (faster on a 16-core host)."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
     seen: list[int] = []
@@ -299,9 +302,9 @@ def test_direct_path_leaves_more_than_two_blas_threads_to_blas(blas: int, during
     def on_epoch(epoch: int, cost: float) -> None:
         seen.append(max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
 
-    params = _params(optimizer="adam", learning_rate=0.005, epochs=5)
+    params = _params(optimizer=optimizer, learning_rate=0.005, epochs=5)
     with threadpool_limits(limits=blas, user_api="blas"):
         result = _train(params, "auto", on_epoch=on_epoch)
         after = max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
-    assert result.path == "direct"
+    assert result.path == ("direct" if optimizer == "adam" else "gram")
     assert seen == [during] * 5 and after == blas

@@ -137,11 +137,16 @@ GRAM_SHARE_MIN = 1024  # photos from which the Gram path's (m × m) products are
 OWN_THREADS_MAX = 2  # BLAS threads up to which fit shares its products out itself
 
 
+def _blocks(n: int, k: int) -> list[slice]:
+    """0..n cut into k consecutive blocks of (nearly) equal size."""
+    return [slice(i * n // k, (i + 1) * n // k) for i in range(k)]
+
+
 def _parts(m: int, pool: ThreadPoolExecutor | None, threads: int) -> list[slice]:
     """The photos (columns) each thread takes: one slice when there is nothing to share."""
     if pool is None or threads == 1 or m < 8 * threads:
         return [slice(0, m)]
-    return [slice(i * m // threads, (i + 1) * m // threads) for i in range(threads)]
+    return _blocks(m, threads)
 
 
 def _by_columns(
@@ -218,7 +223,7 @@ class _Engine:
         self.net, self.X, self.Y, self.train, self.cw = net, X, Y, train, cw
         self.opt = Optimizer(train.optimizer, train.momentum, train.beta2, train.epsilon)
         self.xp = namespace(X)
-        self.pool, self.threads = pool, threads  # share the first layer's products by photos
+        self.pool, self.threads = pool, threads  # None, 1: nothing shared (see _threads)
         self._pending: Cache | None = None  # the full-batch forward at the current weights
 
     def batch_forward(self, idx: Array | None, dropout: float, rng: Any) -> Cache:
@@ -285,15 +290,14 @@ class _Direct(_Engine):
         grads = super().backward(cache, yb, wb)
         Xb, dZ = cache.A[0], grads.dZ0
         assert dZ is not None
-        if self.pool is None or self.threads == 1:
+        if self.pool is None:
             dW = dZ @ Xb.T  # (n_1, n_x)
         else:
             # Blocks of pixels, not of photos: no thread's result needs adding to another's
             # (a sum of per-photo-block shares cost a serial pass over dW per thread).
             dW = self.xp.empty((dZ.shape[0], Xb.shape[0]), dZ.dtype)
-            n_x, k = Xb.shape[0], self.threads
-            blocks = [slice(i * n_x // k, (i + 1) * n_x // k) for i in range(k)]
-            list(self.pool.map(lambda r: self.xp.matmul(dZ, Xb[r].T, out=dW[:, r]), blocks))
+            pixels = _blocks(Xb.shape[0], self.threads)
+            list(self.pool.map(lambda r: self.xp.matmul(dZ, Xb[r].T, out=dW[:, r]), pixels))
         if self.train.l2 > 0.0:
             dW += (self.train.l2 / yb.shape[1]) * self.net.W[0]
         grads.dW[0] = dW

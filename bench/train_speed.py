@@ -169,9 +169,12 @@ def sklearn_run(work: Work) -> Callable[[], float]:
 
 
 def torch_run(work: Work, device: str = "cpu") -> Callable[[], float] | None:
+    """A run of PyTorch on `device` ("cpu" or "cuda"); None where it cannot run."""
     try:
         import torch
     except ImportError:
+        return None
+    if device == "cuda" and not torch.cuda.is_available():
         return None
     if device == "cpu":
         torch.set_num_threads(blas_threads())
@@ -222,7 +225,7 @@ def timed(runs: dict[str, Callable[[], float] | None], repeat: int) -> dict[str,
     return times
 
 
-def report_times(times: dict[str, list[float]], missing: list[str]) -> dict[str, float]:
+def report_times(times: dict[str, list[float]], missing: dict[str, str]) -> dict[str, float]:
     best = {name: min(t) for name, t in times.items()}
     print(f"  {'contender':18s} {'best':>8s} {'median':>8s} {'spread':>17s}  runs")
     for name, t in times.items():
@@ -230,8 +233,8 @@ def report_times(times: dict[str, list[float]], missing: list[str]) -> dict[str,
             f"  {name:18s} {best[name]:7.3f}s {statistics.median(t):7.3f}s "
             f"{min(t):7.3f}–{max(t):7.3f}s  {len(t)}"
         )
-    for name in missing:
-        print(f"  {name:18s} not installed (pip install torch==2.13.0)")
+    for name, why in missing.items():
+        print(f"  {name:18s} {why}")
     return best
 
 
@@ -336,7 +339,7 @@ def gpu_section(work: Work, repeat: int, cpu_best: dict[str, float]) -> None:
         f"  device: {name}, CuPy {cupy.__version__}; X ({work.X.nbytes / 2**20:.0f} MiB) "
         f"host→device alone: {min(copies) * 1e3:.1f} ms (best of 3)"
     )
-    torch = torch_run(work, "cuda") if _torch_cuda() else None
+    torch = torch_run(work, "cuda")
     runs = {
         "cupy direct": ours(work, "direct", cupy),
         "cupy gram": ours(work, "gram", cupy),
@@ -345,22 +348,13 @@ def gpu_section(work: Work, repeat: int, cpu_best: dict[str, float]) -> None:
     for run in runs.values():  # warm-up: kernel compilation and cuBLAS set-up are not training
         if run is not None:
             run()
-    best = report_times(timed(runs, repeat), [] if torch else ["PyTorch (CUDA)"])
+    missing = {} if torch else {"PyTorch (CUDA)": "not installed, or no CUDA device it sees"}
+    best = {**cpu_best, **report_times(timed(runs, repeat), missing)}
     print("ratios (best times; > 1 means the second is faster)")
-    pairs = [("PyTorch (CUDA)", "cupy direct"), ("PyTorch (CUDA)", "cupy gram")]
-    pairs += [(cpu, gpu) for cpu in cpu_best for gpu in ("cupy direct", "cupy gram")]
-    for slow, fast in pairs:
-        if slow in best or slow in cpu_best:
-            slow_s = best.get(slow, cpu_best.get(slow))
-            print(f"  {slow} / {fast}: {slow_s / best[fast]:.2f}×")
-
-
-def _torch_cuda() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
+    for slow in ("PyTorch (CUDA)", *cpu_best):
+        for fast in ("cupy direct", "cupy gram"):
+            if slow in best:
+                print(f"  {slow} / {fast}: {best[slow] / best[fast]:.2f}×")
 
 
 def load_work(args: argparse.Namespace) -> Work:
@@ -440,7 +434,9 @@ def main() -> None:
 
         print(f"PyTorch {torch_module.__version__}, {torch_module.get_num_threads()} threads")
     times = timed(runs, args.repeat)
-    best = report_times(times, [] if torch else ["PyTorch (CPU)"])
+    best = report_times(
+        times, {} if torch else {"PyTorch (CPU)": "not installed (pip install torch==2.13.0)"}
+    )
     report_goals(best)
     if args.timings_only:
         return

@@ -24,12 +24,21 @@ With up to two BLAS threads (small machines), `fit` holds numpy's BLAS at one th
 (restored on return) and shares the first layer's products among as many Python threads
 as BLAS had (Z[0] by photos, dW[0] by pixels); with more it leaves them to BLAS; see
 `_threads` for why.
+
+Checkpoints: given `checkpoints`, `fit` hands out its whole state (`FitState`: weights,
+optimiser state, the random generator's state, history, patience) at the end of an epoch
+every `Checkpoints.every_s` seconds, and on Ctrl-C or SIGTERM: the signal is held until
+the running epoch ends, the state is handed out, then KeyboardInterrupt is raised (a
+second Ctrl-C stops at once). `fit(..., resume=state)` carries on from that epoch and
+trains exactly as the uninterrupted run would have, weights bit for bit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -81,6 +90,63 @@ class FitResult:
 
 
 InsightHook = Callable[[int, Network, Cache, Grads, list[Array]], None]
+
+
+@dataclass
+class FitState:
+    """Everything `fit` needs to carry on after `epoch` (host arrays; numpy backend)."""
+
+    epoch: int  # epochs completed
+    path: str
+    arrays: dict[str, np.ndarray]
+    scalars: dict[str, float]
+    rng: dict[str, Any]  # the np.random.Generator's bit_generator.state
+    history: list[EpochLog]
+
+
+class Checkpoints:
+    """When `fit` hands its state to `save`: at the end of an epoch every `every_s` seconds
+    of training (0 = only when interrupted), and when Ctrl-C or SIGTERM arrives (held until
+    the epoch ends; `fit` then raises KeyboardInterrupt). Signals are only watched from the
+    main thread; elsewhere an interrupt stops at once, as it would without checkpoints."""
+
+    def __init__(self, save: Callable[[FitState], None], every_s: float = 60.0) -> None:
+        self.save = save
+        self.every_s = every_s
+        self.interrupted = False
+        self._last = time.monotonic()
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Checkpoints:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.interrupted:  # the second one: stop now, without a checkpoint
+            raise KeyboardInterrupt
+        self.interrupted = True
+        log.warning(
+            "%s: saving a checkpoint when this epoch ends (Ctrl-C again stops at once)",
+            signal.Signals(signum).name,
+        )
+
+    def due(self) -> bool:
+        return self.interrupted or (
+            self.every_s > 0 and time.monotonic() - self._last >= self.every_s
+        )
+
+    def hand_out(self, state: FitState) -> None:
+        self.save(state)
+        self._last = time.monotonic()
+        if self.interrupted:
+            raise KeyboardInterrupt
 
 
 ClassWeights = tuple[float, float] | None  # (non-cat, cat) loss weights; None = all 1
@@ -210,6 +276,8 @@ class _Engine:
     """What both paths share: the training data, the optimiser, the threads, and the
     full-batch forward pass a loss check leaves for the next step to start from."""
 
+    name = ""
+
     def __init__(
         self,
         net: Network,
@@ -246,6 +314,27 @@ class _Engine:
 
     def finish(self) -> Network:
         return self.net
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """The arrays and numbers `restore` needs (host copies)."""
+        net, opt = self.net, self.opt
+        arrays = {f"b{i}": np.array(b) for i, b in enumerate(net.b)}
+        arrays |= {f"W{i}": np.array(W) for i, W in enumerate(net.W) if i or self.name == "direct"}
+        arrays |= {f"opt_v{i}": np.array(v) for i, v in enumerate(opt.v)}
+        arrays |= {f"opt_s{i}": np.array(s) for i, s in enumerate(opt.s)}
+        return arrays, {"opt_t": opt.t}
+
+    def restore(self, arrays: dict[str, np.ndarray], scalars: dict[str, float]) -> None:
+        net, opt, xp = self.net, self.opt, self.xp
+        for i, b in enumerate(net.b):
+            b[...] = xp.asarray(arrays[f"b{i}"])
+        for i, W in enumerate(net.W):
+            if f"W{i}" in arrays:
+                W[...] = xp.asarray(arrays[f"W{i}"])
+        opt.t = int(scalars["opt_t"])
+        for name in ("v", "s"):
+            n = sum(k.startswith(f"opt_{name}") for k in arrays)
+            setattr(opt, name, [xp.asarray(arrays[f"opt_{name}{i}"]) for i in range(n)])
 
 
 class _Direct(_Engine):
@@ -460,6 +549,23 @@ class _Gram(_Engine):
         Z += self.net.b[0]
         return _loss_acc(forward(self.net, None, first=Z).Z[-1], Y_val, self.cw)
 
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """The other layers and optimiser as on the direct path, W[0] as a, C (and momentum's
+        α, D): W0 is the initial W[0], which the resumed run draws again from the seed."""
+        arrays, scalars = super().state()
+        s = self.span
+        arrays["span_C"] = np.array(s.C)
+        if s.D is not None:
+            arrays["span_D"] = np.array(s.D)
+        return arrays, scalars | {"span_a": s.a, "span_alpha": s.alpha}
+
+    def restore(self, arrays: dict[str, np.ndarray], scalars: dict[str, float]) -> None:
+        super().restore(arrays, scalars)
+        s, xp = self.span, self.xp
+        s.C[...] = xp.asarray(arrays["span_C"])
+        s.D = xp.asarray(arrays["span_D"]) if "span_D" in arrays else None
+        s.a, s.alpha = float(scalars["span_a"]), float(scalars["span_alpha"])
+
     def finish(self) -> Network:
         """Write W[0] = a·W0 + C·Xᵀ into the network's own first-layer array."""
         W = self.span.C @ self.X.T
@@ -485,6 +591,8 @@ def _epochs(
     X_val: Array | None,
     Y_val: Array | None,
     hooks: _Hooks,
+    resume: FitState | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> None:
     """The epoch loop, on either path: steps, logging, insight, stopping rules."""
     Y = engine.Y
@@ -492,7 +600,32 @@ def _epochs(
     xp = engine.xp
     weights = photo_weights(engine.cw, Y)  # the full batch's, computed once
     best_val, best_net, checks_since_best = float("inf"), None, 0
-    for epoch in range(1, train.epochs + 1):
+    first = 1
+    if resume is not None:
+        first = resume.epoch + 1
+        best_val = float(resume.scalars["best_val"])
+        checks_since_best = int(resume.scalars["checks_since_best"])
+        if "best_W0" in resume.arrays:
+            n = len(engine.net.W)
+            best_net = Network(
+                [xp.asarray(resume.arrays[f"best_W{i}"]) for i in range(n)],
+                [xp.asarray(resume.arrays[f"best_b{i}"]) for i in range(n)],
+                engine.net.activation,
+            )
+
+    def state(epoch: int) -> FitState:
+        arrays, scalars = engine.state()
+        if best_net is not None:
+            arrays |= {f"best_W{i}": np.array(W) for i, W in enumerate(best_net.W)}
+            arrays |= {f"best_b{i}": np.array(b) for i, b in enumerate(best_net.b)}
+        scalars |= {"best_val": best_val, "checks_since_best": checks_since_best}
+        scalars["seconds"] = result.seconds + time.perf_counter() - started
+        return FitState(
+            epoch, engine.name, arrays, scalars, dict(rng.bit_generator.state), list(result.history)
+        )
+
+    started = time.perf_counter()
+    for epoch in range(first, train.epochs + 1):
         lr = train.learning_rate / (1.0 + train.lr_decay * (epoch - 1))
         order = rng.permutation(m) if batch < m else None
         epoch_cost = 0.0
@@ -554,6 +687,8 @@ def _epochs(
         if train.stop_cost and epoch_cost < train.stop_cost:
             result.stopped = f"training cost {epoch_cost:.4g} fell below {train.stop_cost}"
             return
+        if checkpoints is not None and epoch < train.epochs and checkpoints.due():
+            checkpoints.hand_out(state(epoch))
 
 
 def fit(
@@ -569,11 +704,15 @@ def fit(
     on_insight: InsightHook | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
     path: str = "auto",
+    checkpoints: Checkpoints | None = None,
+    resume: FitState | None = None,
 ) -> FitResult:
     """Train `net` in place on X (n_x, m), Y (1, m) and return it with its history.
 
     `path` is "auto" (the Gram path whenever it computes the same training, else direct),
-    or forces "direct" or "gram" (benchmarks and tests compare the two).
+    or forces "direct" or "gram" (benchmarks and tests compare the two). `checkpoints`
+    and `resume`: see the module's docstring; `resume` needs `net` as initialised for the
+    interrupted run (same seed) and the same X, Y and params.
     """
     n_x, m = X.shape
     batch = train.batch_size or m
@@ -596,8 +735,16 @@ def fit(
         chosen, why = path, "asked for"
     cw = class_weights(Y, train.class_weight)
     xp = namespace(X)
+    if (checkpoints or resume) and xp is not np:
+        raise ValueError("checkpoints need the numpy backend (CuPy's generator state is not saved)")
+    if resume is not None and resume.path != chosen:
+        raise ValueError(f"the checkpoint was taken on the {resume.path} path, not {chosen}")
     drop_rng = rng if xp is np else xp.random.default_rng(int(rng.integers(2**31)))
     result = FitResult(net, path=chosen)
+    if resume is not None:
+        result.history = list(resume.history)
+        result.epochs_run = resume.epoch
+        result.seconds = float(resume.scalars["seconds"])
     started = time.perf_counter()
     log.info(
         "training %s on %d photos: %s, batch %d, %d epochs%s; %s path (%s)",
@@ -617,9 +764,26 @@ def fit(
             else _Direct(net, X, Y, train, cw, pool, threads)
         )
         hooks = _Hooks(on_log, on_insight, on_epoch)
-        _epochs(engine, result, train, batch, rng, drop_rng, X_val, Y_val, hooks)
+        if resume is not None:
+            engine.restore(resume.arrays, resume.scalars)
+            rng.bit_generator.state = resume.rng
+            log.info("resuming after epoch %d of %d", resume.epoch, train.epochs)
+        with checkpoints or contextlib.nullcontext():
+            _epochs(
+                engine,
+                result,
+                train,
+                batch,
+                rng,
+                drop_rng,
+                X_val,
+                Y_val,
+                hooks,
+                resume,
+                checkpoints,
+            )
         engine.finish()
-    result.seconds = time.perf_counter() - started
+    result.seconds += time.perf_counter() - started
     log.info(
         "stopped after %d epochs: %s (%.2f s, %s path)",
         result.epochs_run,

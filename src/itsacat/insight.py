@@ -87,16 +87,33 @@ class InsightRecorder:
         self.rows.extend({"epoch": epoch, **r} for r in rows)
         self.units.append(units)
 
-    def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        atomic_write_text(directory / "layers.json", json.dumps(self.rows, indent=1) + "\n")
+    def arrays(self) -> dict[str, np.ndarray]:
+        """`epochs`, and `L{l}_{stat}` (records, n_l) for every layer and perceptron stat."""
         arrays: dict[str, np.ndarray] = {"epochs": np.asarray(self.epochs, dtype=np.int64)}
         n_layers = len(self.units[0]) if self.units else 0
         for l in range(n_layers):
             for stat in PERCEPTRON_STATS:
                 arrays[f"L{l + 1}_{stat}"] = np.stack([u[l][stat] for u in self.units])
+        return arrays
+
+    @classmethod
+    def restored(
+        cls, rows: list[dict[str, float]], arrays: dict[str, np.ndarray]
+    ) -> InsightRecorder:
+        """The recorder whose `rows` and `arrays()` these are (a checkpoint's)."""
+        epochs = [int(e) for e in arrays["epochs"]]
+        n_layers = sum(k.endswith(f"_{PERCEPTRON_STATS[0]}") for k in arrays)
+        units = [
+            [{s: arrays[f"L{l + 1}_{s}"][i] for s in PERCEPTRON_STATS} for l in range(n_layers)]
+            for i in range(len(epochs))
+        ]
+        return cls(epochs, list(rows), units)
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        atomic_write_text(directory / "layers.json", json.dumps(self.rows, indent=1) + "\n")
         buf = io.BytesIO()
-        np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub reads ** as allow_pickle
+        np.savez(buf, **self.arrays())  # type: ignore[arg-type]  # the stub reads ** as allow_pickle
         atomic_write_bytes(directory / "perceptrons.npz", buf.getvalue())
 
 

@@ -5,15 +5,25 @@
 Reads prepared/ and params `model.*` and `train.*`; writes model/ (weights + model.json,
 atomically), insight/ (per-layer and per-perceptron statistics) and dvclive/ (per-epoch
 loss and accuracy for `dvc plots`). A progress bar on a terminal, log lines otherwise.
+
+Interrupted training is not lost: every `CHECKPOINT_EVERY_S` seconds, and when Ctrl-C or
+SIGTERM arrives (at the end of the running epoch), the whole training state goes to
+.itsacat/checkpoints/train.npz beside model/ (not a DVC output, so `dvc repro` leaves it).
+The next run with the same params, prepared data and code carries on from there and ends
+with the very model an uninterrupted run would have written; any other run ignores it. It
+is deleted once the model is saved. numpy backend only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import sys
 import time
-from dataclasses import dataclass
+import zipfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +33,16 @@ from itsacat.artifacts import Model, save_model
 from itsacat.backend import get_backend, to_numpy
 from itsacat.config import Params, load_params, params_to_dict
 from itsacat.data import load_preprocessing, load_split, network_xy
+from itsacat.fileio import atomic_write_bytes
 from itsacat.insight import InsightRecorder
 from itsacat.network import Network, init_network, layer_sizes
 from itsacat.stages._common import run_stage
-from itsacat.training import EpochLog, FitResult, fit
+from itsacat.training import Checkpoints, EpochLog, FitResult, FitState, fit
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_EVERY_S = 60.0  # seconds of training between checkpoints (and one on Ctrl-C)
+CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,81 @@ class Paths:
     model: Path = Path("model")
     insight: Path = Path("insight")
     live: Path = Path("dvclive")
+    checkpoint: Path | None = None  # None: .itsacat/checkpoints/train.npz beside model/
+
+    def checkpoint_file(self) -> Path:
+        if self.checkpoint is not None:
+            return self.checkpoint
+        return self.model.parent / ".itsacat" / "checkpoints" / "train.npz"
+
+
+def fingerprint(params: Params, prepared: Path) -> str:
+    """What a checkpoint must have been taken under to be resumed: the model and train
+    params, the prepared photos, and itsacat's own code (sha256)."""
+    import itsacat
+
+    h = hashlib.sha256()
+    h.update(json.dumps({k: params_to_dict(params)[k] for k in ("model", "train")}).encode())
+    for name in ("train.npz", "val.npz", "preprocessing.json", "preprocessing.npz"):
+        f = prepared / name
+        h.update(name.encode() + (f.read_bytes() if f.exists() else b"-"))
+    for f in sorted(Path(itsacat.__file__).parent.rglob("*.py")):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(path: Path, state: FitState, recorder: InsightRecorder, key: str) -> None:
+    """One .npz, written atomically: the fit state's arrays, the insight so far, and a JSON
+    record of the rest (no pickles)."""
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "fingerprint": key,
+        "epoch": state.epoch,
+        "path": state.path,
+        "scalars": state.scalars,
+        "rng": state.rng,
+        "history": [asdict(e) for e in state.history],
+        "insight_rows": recorder.rows,
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    arrays = {f"fit/{k}": v for k, v in state.arrays.items()}
+    arrays |= {f"insight/{k}": v for k, v in recorder.arrays().items()}
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path, key: str) -> tuple[FitState, InsightRecorder] | None:
+    """The checkpoint at `path` if it was taken under `key` (see `fingerprint`), else None
+    (with a log line saying why it is not used)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+            arrays = {k: npz[k] for k in npz.files if k != "meta"}
+        if meta.get("format") != CHECKPOINT_FORMAT or meta.get("fingerprint") != key:
+            log.info(
+                "not resuming from %s: it was taken with other params, data or code; "
+                "training starts over (and replaces it)",
+                path,
+            )
+            return None
+        state = FitState(
+            epoch=int(meta["epoch"]),
+            path=str(meta["path"]),
+            arrays={k[4:]: v for k, v in arrays.items() if k.startswith("fit/")},
+            scalars={k: float(v) for k, v in meta["scalars"].items()},
+            rng=meta["rng"],
+            history=[EpochLog(**e) for e in meta["history"]],
+        )
+        insight = {k[8:]: v for k, v in arrays.items() if k.startswith("insight/")}
+        recorder = InsightRecorder.restored(meta["insight_rows"], insight)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("cannot read the checkpoint %s (%s); training starts over", path, exc)
+        return None
+    log.info("resuming from %s, written %s after epoch %d", path, meta["written_at"], state.epoch)
+    return state, recorder
 
 
 def _progress(total: int) -> Any:
@@ -70,9 +159,32 @@ def train(params: Params, paths: Paths = Paths(), live: Any = None) -> FitResult
     sizes = layer_sizes(X.shape[0], params.model.hidden)
     net = init_network(sizes, params.model.activation, params.model.init, rng, tp.dtype, xp)
     recorder = InsightRecorder()
-    bar = _progress(tp.epochs)
+    checkpoint_file = paths.checkpoint_file()
+    checkpoints: Checkpoints | None = None
+    resume: FitState | None = None
+    if xp is np:  # CuPy's generator state is not saved: no checkpoints on the GPU
+        key = fingerprint(params, paths.prepared)
+        found = load_checkpoint(checkpoint_file, key)
+        if found is not None:
+            resume, recorder = found
 
-    def on_log(e: EpochLog) -> None:
+        def save(state: FitState) -> None:
+            save_checkpoint(checkpoint_file, state, recorder, key)
+            if checkpoints is not None and checkpoints.interrupted:
+                log.warning(
+                    "saved the training after epoch %d of %d to %s; run the stage again "
+                    "(`dvc repro` or `itsacat train`) to carry on from there",
+                    state.epoch,
+                    tp.epochs,
+                    checkpoint_file,
+                )
+
+        checkpoints = Checkpoints(save, CHECKPOINT_EVERY_S)
+    bar = _progress(tp.epochs)
+    if bar is not None and resume is not None:
+        bar.update(resume.epoch)
+
+    def to_live(e: EpochLog) -> None:
         if live is not None:
             live.step = e.epoch
             for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
@@ -81,6 +193,9 @@ def train(params: Params, paths: Paths = Paths(), live: Any = None) -> FitResult
                     split, metric = name.split("_", 1)
                     live.log_metric(f"{split}/{metric}", value)
             live.next_step()
+
+    def on_log(e: EpochLog) -> None:
+        to_live(e)
         if bar is None:
             val = (
                 f", val loss {e.val_loss:.4f} acc {e.val_accuracy:.3f}"
@@ -95,6 +210,9 @@ def train(params: Params, paths: Paths = Paths(), live: Any = None) -> FitResult
             if epoch % 10 == 0:
                 bar.set_postfix(cost=f"{cost:.4f}")
 
+    if resume is not None:  # dvclive starts afresh: give it the interrupted run's records
+        for e in resume.history:
+            to_live(e)
     try:
         result = fit(
             net,
@@ -107,6 +225,8 @@ def train(params: Params, paths: Paths = Paths(), live: Any = None) -> FitResult
             on_log=on_log,
             on_insight=recorder,
             on_epoch=on_epoch,
+            checkpoints=checkpoints,
+            resume=resume,
         )
     finally:
         if bar is not None:
@@ -132,6 +252,7 @@ def train(params: Params, paths: Paths = Paths(), live: Any = None) -> FitResult
     else:  # insight off: still write the declared output, empty
         InsightRecorder().save(paths.insight)
     log.info("saved model %s to %s/", version, paths.model)
+    checkpoint_file.unlink(missing_ok=True)  # the model holds it all now
     if live is not None:
         live.summary["train_seconds"] = round(result.seconds, 3)
         live.summary["epochs_run"] = result.epochs_run

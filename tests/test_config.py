@@ -59,6 +59,12 @@ def test_missing_file_means_defaults(tmp_path: Path) -> None:
         ({"train": {"class_weight": "auto"}}, "train.class_weight must be one of none, balanced"),
         ({"evaluate": {"threshold": 0}}, "evaluate.threshold must be in (0, 1)"),
         ({"train": "fast"}, "train must be a mapping"),
+        (
+            {"aws": {"spot": True, "max_runtime_s": 3600, "max_wait_s": 600}},
+            "aws.max_wait_s must be at least aws.max_runtime_s (3600) and at most 2419200 "
+            "when aws.spot is true, got 600",
+        ),
+        ({"aws": {"spot": "yes"}}, "aws.spot must be true or false"),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(raw: dict, fragment: str) -> None:

@@ -161,6 +161,8 @@ class AwsParams:
     volume_gb: int = 10
     max_runtime_s: int = 3600
     poll_s: float = 15.0
+    spot: bool = False  # managed spot training: spare capacity, interrupted jobs resume
+    max_wait_s: int = 7200  # with spot: waiting for capacity plus running, >= max_runtime_s
 
     def check(self, source: str) -> None:
         if not _REGION.match(self.region):
@@ -205,6 +207,14 @@ class AwsParams:
             _fail("aws.max_runtime_s", self.max_runtime_s, "in [1, 2419200] (28 days)", source)
         if not self.poll_s > 0:
             _fail("aws.poll_s", self.poll_s, "> 0", source)
+        if self.spot and not self.max_runtime_s <= self.max_wait_s <= 28 * 24 * 3600:
+            _fail(
+                "aws.max_wait_s",
+                self.max_wait_s,
+                f"at least aws.max_runtime_s ({self.max_runtime_s}) and at most 2419200 "
+                "when aws.spot is true",
+                source,
+            )
 
 
 # The sections a search may vary; the others say where and how, not what is learnt.

@@ -6,6 +6,11 @@ the job's channel and `sagemaker_submit_directory` from (moto's) S3 into an /opt
 folder, runs the submitted `sagemaker_program` in a fresh Python with SM_ROOT pointing
 there, and, like SageMaker, uploads model/ as model.tar.gz or reports output/failure as
 the job's FailureReason. The production code only ever sees boto3 answers.
+
+A managed spot job can be reclaimed on request (`spot_reclaim_at`): the first container
+gets SIGTERM once it has logged that epoch; like SageMaker, the harness then uploads its
+/opt/ml/checkpoints to the job's CheckpointConfig.S3Uri, lays out a fresh container with
+them put back, and runs the job again there.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -81,10 +87,70 @@ class Run:
     logs: str
 
 
-def run_container(job: Any, workdir: Path) -> tuple[str, str, str]:
+def _s3_put_dir(s3: Any, src: Path, uri: str) -> None:
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    for path in sorted(src.rglob("*")):
+        if path.is_file():
+            s3.upload_file(str(path), bucket, prefix + str(path.relative_to(src)))
+
+
+def _reclaimed(program: str, code: Path, env: dict[str, str], at_epoch: int) -> str:
+    """Run the container until it logs `at_epoch`, then SIGTERM it (a spot reclaim)."""
+    proc = subprocess.Popen(
+        [sys.executable, program],
+        cwd=code,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if f"epoch {at_epoch}:" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    lines.extend(proc.stdout)
+    proc.wait(timeout=120)
+    return "".join(lines) + f"[harness] the first container exited with {proc.returncode}\n"
+
+
+def run_container(job: Any, workdir: Path, reclaim_at: int | None = None) -> tuple[str, str, str]:
     """Do what SageMaker's script mode does for `job`; → (status, failure reason, log)."""
     s3 = client("s3", "us-east-1")
+    first_logs = ""
+    if reclaim_at is not None and job.enable_managed_spot_training:
+        code, env, program = _lay_out(job, workdir / "opt-ml-reclaimed")
+        first_logs = _reclaimed(program, code, env, reclaim_at)
+        _s3_put_dir(
+            s3, workdir / "opt-ml-reclaimed" / "checkpoints", job.checkpoint_config["S3Uri"]
+        )
     root = workdir / "opt-ml"
+    code, env, program = _lay_out(job, root)
+    if job.enable_managed_spot_training:
+        _s3_get_prefix(s3, job.checkpoint_config["S3Uri"], root / "checkpoints")
+    done = subprocess.run(
+        [sys.executable, program], cwd=code, env=env, capture_output=True, text=True, timeout=300
+    )
+    logs = first_logs + done.stdout + done.stderr
+    if done.returncode != 0:
+        failure = root / "output" / "failure"
+        reason = failure.read_text() if failure.exists() else "AlgorithmError: no reason"
+        return "Failed", reason, logs
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for item in sorted((root / "model").iterdir()):
+            tar.add(item, arcname=item.name)
+    out_bucket, _, out_key = job.model_artifacts["S3ModelArtifacts"][len("s3://") :].partition("/")
+    s3.put_object(Bucket=out_bucket, Key=out_key, Body=buf.getvalue())
+    return "Completed", "", logs
+
+
+def _lay_out(job: Any, root: Path) -> tuple[Path, dict[str, str], str]:
+    """An /opt/ml-shaped `root` for `job`: code, channels, hyperparameters, model/.
+    → (code dir, environment, program)."""
+    s3 = client("s3", "us-east-1")
     code = root / "code"
     code.mkdir(parents=True)
     hps = {k: str(v) for k, v in job.hyper_parameters.items()}
@@ -102,27 +168,23 @@ def run_container(job: Any, workdir: Path) -> tuple[str, str, str]:
     (root / "model").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SM_"))}
     env.update(SM_ROOT=str(root), MPLBACKEND="Agg", PYTHONPATH="")
-    program = json.loads(hps["sagemaker_program"])
-    done = subprocess.run(
-        [sys.executable, program], cwd=code, env=env, capture_output=True, text=True, timeout=300
-    )
-    logs = done.stdout + done.stderr
-    if done.returncode != 0:
-        failure = root / "output" / "failure"
-        reason = failure.read_text() if failure.exists() else "AlgorithmError: no reason"
-        return "Failed", reason, logs
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for item in sorted((root / "model").iterdir()):
-            tar.add(item, arcname=item.name)
-    out_bucket, _, out_key = job.model_artifacts["S3ModelArtifacts"][len("s3://") :].partition("/")
-    s3.put_object(Bucket=out_bucket, Key=out_key, Body=buf.getvalue())
-    return "Completed", "", logs
+    return code, env, json.loads(hps["sagemaker_program"])
+
+
+class SpotReclaim:
+    """Set `at_epoch` to have the next spot job's first container reclaimed there."""
+
+    at_epoch: int | None = None
+
+
+@pytest.fixture
+def spot_reclaim() -> SpotReclaim:
+    return SpotReclaim()
 
 
 @pytest.fixture
 def sagemaker_runs(
-    aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spot_reclaim: SpotReclaim
 ) -> Iterator[list[Run]]:
     """moto's SageMaker, extended so that create_training_job runs the job; yields the jobs."""
     from moto.sagemaker.models import SageMakerModelBackend
@@ -132,7 +194,9 @@ def sagemaker_runs(
 
     def create_and_run(self: Any, *args: Any, **kwargs: Any) -> Any:
         job = original(self, *args, **kwargs)
-        status, reason, logs = run_container(job, tmp_path / f"job-{len(runs)}")
+        status, reason, logs = run_container(
+            job, tmp_path / f"job-{len(runs)}", spot_reclaim.at_epoch
+        )
         job.training_job_status = job.secondary_status = status
         if reason:
             job.failure_reason = reason

@@ -17,7 +17,7 @@ from itsacat.config import Params, params_from_dict
 from itsacat.errors import AWSError, ConfigError
 from itsacat.stages.train import Paths, train
 
-from .conftest import BUCKET, ROLE, Run
+from .conftest import BUCKET, ROLE, Run, SpotReclaim
 
 SMALL = {
     "model": {"hidden": [4, 3]},
@@ -123,6 +123,21 @@ def test_job_request_runs_our_program_on_the_prebuilt_image() -> None:
     assert hps["train.compute"] == '"local"' and hps["model.hidden"] == "[4, 3]"
     assert all(isinstance(v, str) for v in hps.values())
     assert req["OutputDataConfig"]["S3OutputPath"] == "s3://b/itsacat/training/"
+
+
+def test_spot_job_request_keeps_checkpoints_in_the_jobs_own_prefix() -> None:
+    where = JobLocations("b", "itsacat/training/job-1")
+    plain = job_request(small_params(aws={"role_arn": ROLE}), "job-1", where)
+    assert "EnableManagedSpotTraining" not in plain and "CheckpointConfig" not in plain
+    assert "MaxWaitTimeInSeconds" not in plain["StoppingCondition"]
+    params = small_params(aws={"role_arn": ROLE, "spot": True, "max_wait_s": 5400})
+    req = job_request(params, "job-1", where)
+    assert req["EnableManagedSpotTraining"] is True
+    assert req["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 5400}
+    assert req["CheckpointConfig"] == {
+        "S3Uri": "s3://b/itsacat/training/job-1/checkpoints/",
+        "LocalPath": "/opt/ml/checkpoints",
+    }
 
 
 def _paths(tmp_path: Path, prepared: Path) -> Paths:
@@ -280,3 +295,47 @@ def test_ctrl_c_while_waiting_stops_the_job_on_sagemaker(
     sm = client("sagemaker", "us-east-1")
     jobs = sm.list_training_jobs()["TrainingJobSummaries"]
     assert [j["TrainingJobStatus"] for j in jobs] == ["Stopped"]
+
+
+@pytest.mark.aws
+def test_a_reclaimed_spot_job_resumes_from_its_checkpoint_to_the_same_model(
+    bucket: str,
+    sagemaker_runs: list[Run],
+    spot_reclaim: SpotReclaim,
+    prepared: Path,
+    tmp_path: Path,
+) -> None:
+    """SageMaker reclaims the spot instance (SIGTERM) at epoch 1000 of 4000; the train
+    stage saves its state in /opt/ml/checkpoints, SageMaker carries it to a new container
+    through S3, and the job ends with the model an uninterrupted run trains."""
+    params = small_params(
+        aws={"role_arn": ROLE, "bucket": bucket, "poll_s": 0.01, "spot": True},
+        train={
+            "compute": "sagemaker",
+            "optimizer": "adam",
+            "learning_rate": 0.001,
+            "epochs": 4000,
+            "log_every": 100,
+            "insight_every": 1000,
+        },
+    )
+    spot_reclaim.at_epoch = 1000
+    paths = _paths(tmp_path, prepared)
+
+    name = train_on_sagemaker(params, paths=paths)
+
+    (run,) = sagemaker_runs
+    assert run.status == "Completed", run.logs
+    assert run.job.enable_managed_spot_training
+    assert "SIGTERM: saving a checkpoint when this epoch ends" in run.logs
+    assert "the training state is in" in run.logs  # the first container said where
+    assert "resuming after epoch" in run.logs  # the second carried on
+    local_version = local_run(
+        replace(params, train=replace(params.train, compute="local")), prepared, tmp_path / "local"
+    )
+    assert load_model(paths.model).version == local_version
+    assert load_model(paths.model).metadata["epochs_run"] == 4000
+    s3 = client("s3", "us-east-1")
+    where = JobLocations(bucket, f"itsacat/training/{name}")
+    left = s3.list_objects_v2(Bucket=bucket, Prefix=where.checkpoint_prefix)
+    assert left["KeyCount"] == 0  # the job is done: train_on_sagemaker removed them

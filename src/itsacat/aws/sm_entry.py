@@ -36,6 +36,7 @@ from itsacat.errors import ConfigError, ItsacatError
 log = logging.getLogger("itsacat.aws.sm_entry")
 
 CHANNEL = "prepared"
+CHECKPOINT_DIR = "/opt/ml/checkpoints"  # CheckpointConfig.LocalPath: SageMaker syncs it to S3
 METRIC_LINE = "itsacat-metric {name}={value}"
 METRIC_REGEX = r"itsacat-metric {name}=([-+0-9.eE]+|nan|inf)"
 FAILURE_LIMIT = 1024  # SageMaker shows at most this much of the failure reason
@@ -50,6 +51,7 @@ class Layout:
     channel: Path
     model: Path
     failure: Path
+    checkpoints: Path  # the train stage's checkpoint (SageMaker keeps it for a spot restart)
 
     @classmethod
     def from_env(cls, root: Path, environ: Mapping[str, str]) -> Layout:
@@ -61,6 +63,7 @@ class Layout:
             ),
             model=Path(environ.get("SM_MODEL_DIR", root / "model")),
             failure=root / "output" / "failure",
+            checkpoints=root / "checkpoints",
         )
 
 
@@ -120,6 +123,7 @@ def run(layout: Layout, hyperparameters: Mapping[str, str]) -> dict[str, float]:
         model=layout.model / "model",
         insight=layout.model / "insight",
         live=layout.model / "dvclive",
+        checkpoint=layout.checkpoints / "train.npz",
     )
     with Live(str(paths.live), dvcyaml=False, save_dvc_exp=False) as live:
         train(params, paths, live)
@@ -150,6 +154,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ItsacatError as exc:
         _fail(layout, f"{type(exc).__name__}: {exc}")
         return 1
+    except KeyboardInterrupt:  # SIGTERM: a spot reclaim or a stop; the state is saved
+        log.warning(
+            "stopped by a signal; the training state is in %s, where a restarted spot "
+            "job resumes from it",
+            layout.checkpoints,
+        )
+        return 130
     except Exception as exc:  # the outermost layer: whatever it was, SageMaker must hear why
         tail = "".join(traceback.format_exception(exc)[-3:])
         _fail(layout, f"unexpected {type(exc).__name__}: {exc}\n{tail}")

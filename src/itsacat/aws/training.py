@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from itsacat.aws.clients import aws_errors, client, explain
-from itsacat.aws.sm_entry import CHANNEL
+from itsacat.aws.sm_entry import CHANNEL, CHECKPOINT_DIR
 from itsacat.config import Params, params_to_dict
 from itsacat.errors import AWSError, ConfigError, DataError
 from itsacat.stages.train import Paths
@@ -162,6 +162,10 @@ class JobLocations:
         return f"{self.base}/input/{CHANNEL}/"
 
     @property
+    def checkpoint_prefix(self) -> str:  # the container's /opt/ml/checkpoints, synced
+        return f"{self.base}/checkpoints/"
+
+    @property
     def output_path(self) -> str:  # SageMaker appends JOB/output/model.tar.gz
         return f"s3://{self.bucket}/{self.base.rsplit('/', 1)[0]}/"
 
@@ -172,7 +176,10 @@ class JobLocations:
 def job_request(
     params: Params, name: str, where: JobLocations, static: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """The CreateTrainingJob request (pure: no AWS calls)."""
+    """The CreateTrainingJob request (pure: no AWS calls). With `aws.spot`, a managed spot
+    job: SageMaker keeps the container's /opt/ml/checkpoints in S3, and when spot capacity
+    is reclaimed (SIGTERM, two minutes' notice) it restarts the job with them there; the
+    entry point's train stage saves its state on SIGTERM and resumes from it."""
     hps = dict(static) if static is not None else hyperparameters(params)
     hps.update(
         {
@@ -182,7 +189,7 @@ def job_request(
             "sagemaker_container_log_level": "20",
         }
     )
-    return {
+    request: dict[str, Any] = {
         "TrainingJobName": name,
         "AlgorithmSpecification": {
             "TrainingImage": training_image(params),
@@ -212,6 +219,14 @@ def job_request(
         "StoppingCondition": {"MaxRuntimeInSeconds": params.aws.max_runtime_s},
         "Tags": [{"Key": "project", "Value": "itsacat"}],
     }
+    if params.aws.spot:
+        request["EnableManagedSpotTraining"] = True
+        request["StoppingCondition"]["MaxWaitTimeInSeconds"] = params.aws.max_wait_s
+        request["CheckpointConfig"] = {
+            "S3Uri": where.uri(where.checkpoint_prefix),
+            "LocalPath": CHECKPOINT_DIR,
+        }
+    return request
 
 
 def check_ready(params: Params, s3: Any, bucket: str, prepared: Path) -> None:
@@ -404,6 +419,8 @@ def train_on_sagemaker(
         message = failure_message(desc, where, region)
         notify("training_ended", message, params.notify, sns=sns, job=name, status="failed")
         raise AWSError(message)
+    if params.aws.spot:  # the job is done: its checkpoints are of no more use
+        delete_prefix(s3, bucket, where.checkpoint_prefix)
     artifact = desc["ModelArtifacts"]["S3ModelArtifacts"]
     match = re.match(r"^s3://([^/]+)/(.+)$", artifact)
     if not match:

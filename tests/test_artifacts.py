@@ -102,3 +102,24 @@ def test_predictor_classifies_real_photos(tiny_model_dir: Path, photos: list[Pat
         assert p.label == ("cat" if p.probability >= 0.5 else "non-cat")
         assert [len(t.outputs) for t in p.trace or []] == [4, 3, 1]
         assert p.trace and p.trace[-1].outputs[0] == pytest.approx(p.probability, abs=1e-6)
+
+
+def test_the_threshold_travels_inside_the_model_and_names_its_version(tmp_path: Path) -> None:
+    model = _model(0)
+    model.threshold = 0.3
+    version = save_model(model, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.threshold == 0.3
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["threshold"] == 0.3
+    assert Predictor(loaded).threshold == Predictor.load(tmp_path / "m").threshold == 0.3
+    model.threshold = 0.5  # same weights, another decision rule: another version
+    assert save_model(model, tmp_path / "n") != version
+
+
+def test_a_model_saved_before_thresholds_travelled_calls_at_one_half(tmp_path: Path) -> None:
+    save_model(_model(0), tmp_path)
+    (weights,) = tmp_path.glob("weights-*.npz")
+    with np.load(weights) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != "threshold"}
+    np.savez(weights, **arrays)  # type: ignore[arg-type]
+    assert load_model(tmp_path).threshold == 0.5

@@ -57,7 +57,12 @@ def test_missing_file_means_defaults(tmp_path: Path) -> None:
         ({"prepare": {"shift": -1}}, "prepare.shift must be an integer in [0, 16]"),
         ({"prepare": {"shift": 1.5}}, "prepare.shift must be a whole number"),
         ({"train": {"class_weight": "auto"}}, "train.class_weight must be one of none, balanced"),
-        ({"evaluate": {"threshold": 0}}, "evaluate.threshold must be in (0, 1)"),
+        ({"model": {"threshold": 0}}, "model.threshold must be in (0, 1)"),
+        (
+            {"evaluate": {"threshold": 0.6}},
+            "evaluate.threshold (params.yaml) is now model.threshold: the threshold travels "
+            "inside the model",
+        ),
         ({"train": "fast"}, "train must be a mapping"),
         (
             {"aws": {"spot": True, "max_runtime_s": 3600, "max_wait_s": 600}},

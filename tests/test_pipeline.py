@@ -69,6 +69,10 @@ def test_repro_writes_metrics_with_useful_accuracy(project: Path) -> None:
             "log_loss",
         }
     assert metrics["test"]["accuracy"] >= 0.7
+    assert (
+        metrics["model"]["threshold"]
+        == yaml.safe_load((project / "params.yaml").read_text())["model"]["threshold"]
+    )  # evaluate scored at the model's own threshold
     shown = json.loads(_run(project, "dvc", "metrics", "show", "--json").stdout)
     assert shown  # DVC itself can read what the stages wrote
     flat = json.dumps(shown)
@@ -101,7 +105,7 @@ def test_evaluate_only_param_reruns_only_evaluate(project: Path) -> None:
     params_path = project / "params.yaml"
     original = params_path.read_text()
     params = yaml.safe_load(original)
-    params["evaluate"]["threshold"] = 0.6
+    params["evaluate"]["gallery_size"] = 4
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         out = _run(project, "dvc", "repro").stdout

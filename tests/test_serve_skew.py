@@ -83,3 +83,26 @@ def test_endpoint_answers_what_evaluate_computed(
             timeout=30,
         )
         assert r.json()["probability"] == pytest.approx(float(p_eval[i]), abs=1.5e-6)
+
+
+def test_the_endpoint_calls_photos_at_the_models_own_threshold(
+    trained: tuple[Path, Dataset], tmp_path: Path
+) -> None:
+    """A model saved with another threshold is served with it: labels follow P >= t."""
+    model_dir, test = trained
+    model = load_model(model_dir)
+    p_eval = Predictor(model).predict_proba(test.images)
+    model.threshold = float(np.median(p_eval))  # half the photos on each side
+    save_model(model, tmp_path / "m")
+    buf = io.BytesIO()
+    np.save(buf, test.images)
+    with ServerProcess.start(tmp_path / "m", workers=1) as proc:
+        r = requests.post(
+            proc.url + "/invocations",
+            data=buf.getvalue(),
+            headers={"Content-Type": "application/x-npy"},
+            timeout=60,
+        )
+    labels = [p["label"] for p in r.json()["predictions"]]
+    assert labels == [test.classes[int(p >= model.threshold)] for p in p_eval]
+    assert labels != [test.classes[int(p >= 0.5)] for p in p_eval]  # the threshold mattered

@@ -40,6 +40,7 @@ class Model:
     classes: tuple[str, ...] = CLASSES
     version: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    threshold: float = 0.5  # P(cat) from which a photo is called a cat
 
 
 def save_model(model: Model, directory: str | Path) -> str:
@@ -51,6 +52,8 @@ def save_model(model: Model, directory: str | Path) -> str:
         arrays[f"b{l}"] = np.asarray(b)
     if model.preprocessing.mean is not None:
         arrays["mean"] = np.asarray(model.preprocessing.mean, dtype=np.float32)
+    # in the hashed file: the version names how the model calls photos, not only its weights
+    arrays["threshold"] = np.asarray(model.threshold, dtype=np.float64)
     buf = io.BytesIO()
     np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub reads ** as allow_pickle
     blob = buf.getvalue()
@@ -67,6 +70,7 @@ def save_model(model: Model, directory: str | Path) -> str:
         "output_activation": "sigmoid",
         "dtype": str(np.asarray(model.network.W[0]).dtype),
         "classes": list(model.classes),
+        "threshold": model.threshold,
         "preprocessing": model.preprocessing.to_json(),
         "metadata": model.metadata,
     }
@@ -123,10 +127,14 @@ def load_model(directory: str | Path) -> Model:
     mean = arrays.get("mean") if prep.get("center") else None
     if prep.get("center") and mean is None:
         raise ModelError(f"{weights_path} lacks the training mean that model.json promises")
+    threshold = float(arrays["threshold"]) if "threshold" in arrays else 0.5  # older models
+    if not 0.0 < threshold < 1.0:
+        raise ModelError(f"{weights_path}: threshold {threshold} is not in (0, 1); retrain")
     return Model(
         network=Network(W, b, spec["hidden_activation"]),
         preprocessing=Preprocessing(scale=float(prep["scale"]), mean=mean),
         classes=tuple(spec["classes"]),
         version=spec["version"],
         metadata=spec.get("metadata", {}),
+        threshold=threshold,
     )

@@ -63,11 +63,14 @@ class ModelParams:
     hidden: tuple[int, ...] = (20, 7, 5)
     activation: Activation = "relu"
     init: Literal["he", "xavier"] = "he"
+    threshold: float = 0.5  # P(cat) from which a photo is a cat; travels inside the model
 
     def check(self, source: str) -> None:
         for size in self.hidden:
             if size < 1:
                 _fail("model.hidden", list(self.hidden), "a list of layer sizes >= 1", source)
+        if not 0.0 < self.threshold < 1.0:
+            _fail("model.threshold", self.threshold, "in (0, 1)", source)
 
 
 @dataclass(frozen=True)
@@ -125,14 +128,11 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    """How predictions are scored and shown."""
+    """How predictions are scored and shown (at the model's own threshold)."""
 
-    threshold: float = 0.5
     gallery_size: int = 16
 
     def check(self, source: str) -> None:
-        if not 0.0 < self.threshold < 1.0:
-            _fail("evaluate.threshold", self.threshold, "in (0, 1)", source)
         if self.gallery_size < 0:
             _fail("evaluate.gallery_size", self.gallery_size, ">= 0", source)
 
@@ -640,6 +640,12 @@ def _convert(key: str, value: Any, hint: Any, source: str) -> Any:
     raise TypeError(f"unsupported field type {hint!r} for {key}")
 
 
+MOVED = {  # keys that moved, and where: an old params.yaml is told what to change
+    "evaluate.threshold": "is now model.threshold: the threshold travels inside the model, "
+    "so every serving path calls a photo as evaluate does; move the line to the model section",
+}
+
+
 def _build_section(cls: type, name: str, raw: Any, source: str) -> Any:
     if raw is None:
         raw = {}
@@ -648,6 +654,8 @@ def _build_section(cls: type, name: str, raw: Any, source: str) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     for key in raw:
+        if f"{name}.{key}" in MOVED:
+            raise ConfigError(f"{name}.{key} ({source}) {MOVED[f'{name}.{key}']}")
         if key not in known:
             raise ConfigError(
                 f"unknown key {name}.{key} ({source}); known keys in {name}: "

@@ -47,15 +47,15 @@ class Prediction:
 class Predictor:
     """A loaded model, ready to classify photos. Thread-safe: it never mutates state."""
 
-    def __init__(self, model: Model, threshold: float = 0.5) -> None:
+    def __init__(self, model: Model, threshold: float | None = None) -> None:
         self.model = model
-        self.threshold = threshold
+        self.threshold = model.threshold if threshold is None else threshold
         net = model.network
         net.W = [np.asarray(w, dtype=np.float32) for w in net.W]
         net.b = [np.asarray(b, dtype=np.float32) for b in net.b]
 
     @classmethod
-    def load(cls, model_dir: str | Path, threshold: float = 0.5) -> Predictor:
+    def load(cls, model_dir: str | Path, threshold: float | None = None) -> Predictor:
         return cls(load_model(model_dir), threshold)
 
     @property

@@ -461,7 +461,7 @@ def build(
     images = [(title, (rel / name).as_posix()) for title, name in images]
 
     model = load_model(root / "model")
-    predictor = Predictor(model, all_params.evaluate.threshold)
+    predictor = Predictor(model)
     chosen = _photos(root, params, photos)
     verdicts = _predict(predictor, chosen)
     if not chosen:

@@ -48,7 +48,8 @@ def _json(path: Path, obj: Any) -> None:
 def evaluate(params: EvaluateParams, paths: Paths = Paths()) -> dict[str, Any]:
     """Score every split, write metrics and pictures, return the metrics."""
     model = load_model(paths.model)
-    predictor = Predictor(model, params.threshold)
+    threshold = model.threshold  # the model's own, as every serving path uses it
+    predictor = Predictor(model)
     metrics: dict[str, Any] = {}
     probs: dict[str, np.ndarray] = {}
     splits = {name: load_split(paths.prepared / f"{name}.npz") for name in ("train", "val", "test")}
@@ -58,13 +59,14 @@ def evaluate(params: EvaluateParams, paths: Paths = Paths()) -> dict[str, Any]:
         probs[name] = predictor.predict_proba(split.images)
         metrics[name] = {
             k: round(v, 6)
-            for k, v in classification_metrics(split.labels, probs[name], params.threshold).items()
+            for k, v in classification_metrics(split.labels, probs[name], threshold).items()
         }
     weights = next(paths.model.glob("weights-*.npz"))
     metrics["model"] = {
         "size_bytes": weights.stat().st_size,
         "train_seconds": model.metadata.get("train_seconds"),
         "epochs_run": model.metadata.get("epochs_run"),
+        "threshold": threshold,
     }
     _json(paths.metrics, metrics)
 
@@ -85,7 +87,7 @@ def evaluate(params: EvaluateParams, paths: Paths = Paths()) -> dict[str, Any]:
             ]
         },
     )
-    predicted = p_test >= params.threshold
+    predicted = p_test >= threshold
     _json(
         plots_dir / "confusion.json",
         [
@@ -103,7 +105,7 @@ def evaluate(params: EvaluateParams, paths: Paths = Paths()) -> dict[str, Any]:
 
     plots.roc(fpr, tpr, metrics["test"]["roc_auc"], paths.out / "roc.png")
     plots.confusion_matrix(
-        confusion(test.labels, p_test, params.threshold), paths.out / "confusion.png", classes
+        confusion(test.labels, p_test, threshold), paths.out / "confusion.png", classes
     )
     wrong = np.flatnonzero(predicted != test.labels.astype(bool))[: params.gallery_size]
     plots.gallery(

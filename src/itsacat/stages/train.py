@@ -246,7 +246,10 @@ def train(params: Params, paths: Paths = Paths(), live: Any = None) -> FitResult
         "val_photos": len(val_set),
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    version = save_model(Model(host, prep, train_set.classes, metadata=metadata), paths.model)
+    model = Model(
+        host, prep, train_set.classes, metadata=metadata, threshold=params.model.threshold
+    )
+    version = save_model(model, paths.model)
     if recorder.epochs:
         recorder.save(paths.insight)
     else:  # insight off: still write the declared output, empty

@@ -123,3 +123,12 @@ def test_a_model_saved_before_thresholds_travelled_calls_at_one_half(tmp_path: P
         arrays = {k: npz[k] for k in npz.files if k != "threshold"}
     np.savez(weights, **arrays)  # type: ignore[arg-type]
     assert load_model(tmp_path).threshold == 0.5
+
+
+def test_saved_files_get_the_permissions_open_gives_not_owner_only(tmp_path: Path) -> None:
+    """Atomic writes go through a temporary file, created 0600; the result must not be."""
+    (tmp_path / "plain.txt").write_text("made by open()")
+    expected = (tmp_path / "plain.txt").stat().st_mode & 0o777
+    save_model(_model(0), tmp_path / "m")
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "m").iterdir()}
+    assert len(modes) == 2 and set(modes.values()) == {expected}, modes

@@ -1,6 +1,8 @@
 """Atomic file writes: a temporary file in the same folder, fsync, then a rename.
 
 A run interrupted at any moment leaves either the old file or the new one, never half of one.
+The new file gets the permissions `open()` would give it (0666 less the umask, usually
+0644), not the owner-only 0600 of a temporary file.
 """
 
 from __future__ import annotations
@@ -9,12 +11,17 @@ import os
 import tempfile
 from pathlib import Path
 
+_UMASK = os.umask(0o022)  # read it (only os.umask can) and put it straight back
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -12,13 +12,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from itsacat.stages.train import Paths, fingerprint, load_checkpoint
+from signals import signal_when
 
 EPOCHS = 300
 
@@ -57,25 +57,9 @@ def _train(cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _interrupt(cwd: Path, sig: int, at_epoch: int) -> tuple[int, str]:
-    """Start the stage, send `sig` once it has logged epoch `at_epoch`; → (status, stderr)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "itsacat.stages.train"],
-        cwd=cwd,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stderr is not None
-    lines = []
-    deadline = time.monotonic() + 120
-    for line in proc.stderr:
-        lines.append(line)
-        if f"epoch {at_epoch}: loss" in line:
-            proc.send_signal(sig)
-            break
-        assert time.monotonic() < deadline, "".join(lines)
-    lines.extend(proc.stderr)
-    return proc.wait(timeout=120), "".join(lines)
+    """Run the stage, send `sig` once it has logged epoch `at_epoch`; → (status, log)."""
+    args = [sys.executable, "-m", "itsacat.stages.train"]
+    return signal_when(args, f"epoch {at_epoch}: loss", sig, cwd)
 
 
 def _model(cwd: Path) -> dict[str, object]:

@@ -33,6 +33,7 @@ import pytest
 from itsacat.aws.clients import client
 from itsacat.data import Dataset, fit_preprocessing, save_preprocessing, save_split
 from itsacat.scratch import copy_worktree, init_scratch_repo
+from signals import signal_when
 
 BUCKET = "itsacat-test-bucket"
 ROLE = "arn:aws:iam::123456789012:role/itsacat-sagemaker"
@@ -96,24 +97,9 @@ def _s3_put_dir(s3: Any, src: Path, uri: str) -> None:
 
 def _reclaimed(program: str, code: Path, env: dict[str, str], at_epoch: int) -> str:
     """Run the container until it logs `at_epoch`, then SIGTERM it (a spot reclaim)."""
-    proc = subprocess.Popen(
-        [sys.executable, program],
-        cwd=code,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if f"epoch {at_epoch}:" in line:
-            proc.send_signal(signal.SIGTERM)
-            break
-    lines.extend(proc.stdout)
-    proc.wait(timeout=120)
-    return "".join(lines) + f"[harness] the first container exited with {proc.returncode}\n"
+    args = [sys.executable, program]
+    status, logs = signal_when(args, f"epoch {at_epoch}:", signal.SIGTERM, code, env)
+    return logs + f"[harness] the first container exited with {status}\n"
 
 
 def run_container(job: Any, workdir: Path, reclaim_at: int | None = None) -> tuple[str, str, str]:

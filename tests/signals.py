@@ -1,0 +1,40 @@
+"""Run a command and send it a signal once it has printed a given line (a real Ctrl-C,
+SIGTERM or spot reclaim at a known point of its work)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def signal_when(
+    args: Sequence[str],
+    marker: str,
+    sig: int,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+) -> tuple[int, str]:
+    """Start `args`; once a line of its output (stdout and stderr together) holds `marker`,
+    send `sig`; → (exit status, the whole output). Fails if it ends without the marker."""
+    proc = subprocess.Popen(
+        list(args),
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if marker in line:
+            proc.send_signal(sig)
+            break
+    else:
+        proc.wait(timeout=timeout)
+        raise AssertionError(f"{args} ended without printing {marker!r}:\n" + "".join(lines))
+    lines.extend(proc.stdout)
+    return proc.wait(timeout=timeout), "".join(lines)

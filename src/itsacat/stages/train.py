@@ -66,11 +66,17 @@ def fingerprint(params: Params, prepared: Path) -> str:
 
     h = hashlib.sha256()
     h.update(json.dumps({k: params_to_dict(params)[k] for k in ("model", "train")}).encode())
-    for name in ("train.npz", "val.npz", "preprocessing.json", "preprocessing.npz"):
-        f = prepared / name
-        h.update(name.encode() + (f.read_bytes() if f.exists() else b"-"))
-    for f in sorted(Path(itsacat.__file__).parent.rglob("*.py")):
-        h.update(f.name.encode() + f.read_bytes())
+    files = [
+        prepared / n for n in ("train.npz", "val.npz", "preprocessing.json", "preprocessing.npz")
+    ]
+    for f in [*files, *sorted(Path(itsacat.__file__).parent.rglob("*.py"))]:
+        h.update(f.name.encode())
+        if f.exists():  # in 1 MiB pieces: the photos are not held twice, even briefly
+            with f.open("rb") as stream:
+                while piece := stream.read(1 << 20):
+                    h.update(piece)
+        else:
+            h.update(b"-")
     return h.hexdigest()
 
 

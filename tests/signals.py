@@ -3,6 +3,7 @@ SIGTERM or spot reclaim at a known point of its work)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,9 +16,12 @@ def signal_when(
     cwd: Path,
     env: Mapping[str, str] | None = None,
     timeout: float = 120.0,
+    group: bool = False,
 ) -> tuple[int, str]:
     """Start `args`; once a line of its output (stdout and stderr together) holds `marker`,
-    send `sig`; → (exit status, the whole output). Fails if it ends without the marker."""
+    send `sig`; → (exit status, the whole output). Fails if it ends without the marker.
+    With `group`, the command leads its own process group and the signal goes to the whole
+    group, as a terminal's Ctrl-C does (`dvc repro` and the stage it runs)."""
     proc = subprocess.Popen(
         list(args),
         cwd=cwd,
@@ -25,13 +29,17 @@ def signal_when(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=group,
     )
     assert proc.stdout is not None
     lines = []
     for line in proc.stdout:
         lines.append(line)
         if marker in line:
-            proc.send_signal(sig)
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
             break
     else:
         proc.wait(timeout=timeout)

@@ -1,14 +1,16 @@
 """The pipeline for real: DVC's own CLI in a temporary clone of this working tree.
 
 `dvc pull` from ../shared/dvc-store, `dvc repro`, metrics, a no-op second repro, an
-evaluate-only change that re-runs only evaluate, an experiment with `-S`, and the CLI on the
-model the pipeline produced. One clone serves the whole module (it takes a minute).
+evaluate-only change that re-runs only evaluate, an experiment with `-S`, the CLI on the
+model the pipeline produced, and a `dvc repro` stopped by Ctrl-C that the next one carries
+on. One clone serves the whole module (it takes a minute).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ import pytest
 import yaml
 
 from itsacat.scratch import copy_worktree, init_scratch_repo
+from signals import signal_when
 
 pytestmark = pytest.mark.pipeline
 BIN = Path(sys.executable).parent
@@ -200,3 +203,32 @@ def test_dvc_yaml_deps_list_every_module_each_stage_imports(project: Path) -> No
         assert any(p.endswith(module.replace(".", "/") + ".py") for p in imported)
         missing = {p for p in imported if not p.endswith("__init__.py")} - set(stage["deps"])
         assert not missing, f"stage {name} imports {sorted(missing)} not in its deps"
+
+
+def test_ctrl_c_during_dvc_repro_and_the_next_repro_ends_with_the_same_model(
+    project: Path, repo_root: Path
+) -> None:
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) while `dvc repro -f
+    train` trains: DVC reports the stage failed, the stage has saved its state; the next
+    `dvc repro -f train` resumes and writes the model an uninterrupted repro wrote."""
+    params_path = project / "params.yaml"
+    original = params_path.read_text()
+    params_path.write_text((repo_root / "params.yaml").read_text())  # the defaults
+    _run(project, "dvc", "repro")  # the uninterrupted model (the module's first repro's)
+    first = json.loads((project / "model" / "model.json").read_text())["version"]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    status, out = signal_when(
+        ["dvc", "repro", "-f", "train"], "epoch 500: loss", signal.SIGINT, project, env, group=True
+    )
+    try:
+        assert status != 0, out
+        assert "saved the training after epoch" in out, out
+        assert (project / ".itsacat" / "checkpoints" / "train.npz").exists()
+        again = _run(project, "dvc", "repro", "-f", "train")
+        log = again.stdout + again.stderr
+        assert "resuming after epoch" in log, log
+        assert json.loads((project / "model" / "model.json").read_text())["version"] == first
+        assert not (project / ".itsacat" / "checkpoints" / "train.npz").exists()
+    finally:
+        params_path.write_text(original)
+        _run(project, "dvc", "repro")

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,7 @@ def test_an_interrupted_train_stage_resumes_to_the_uninterrupted_model(
     from itsacat.config import load_params
 
     found = load_checkpoint(
-        checkpoint, fingerprint(load_params(cut / "params.yaml"), cut / "prepared")
+        checkpoint, lambda: fingerprint(load_params(cut / "params.yaml"), cut / "prepared")
     )
     assert found is not None
     state, recorder = found
@@ -133,3 +134,28 @@ def test_an_unreadable_checkpoint_is_reported_and_training_starts_over(
     assert again.returncode == 0, again.stderr
     assert "cannot read the checkpoint" in again.stderr and "starts over" in again.stderr
     assert not checkpoint.exists()
+
+
+def test_without_a_checkpoint_the_photos_and_code_are_not_hashed(
+    prepared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fingerprint reads every prepared photo and source file: only worth it when a
+    checkpoint is there to compare with, or to be written."""
+    import itsacat.stages.train as stage
+    from itsacat.config import load_params
+
+    calls: list[Path] = []
+    real = stage.fingerprint
+    monkeypatch.setattr(stage, "fingerprint", lambda p, d: calls.append(d) or real(p, d))
+    params = load_params(prepared_dir / "params.yaml")
+    paths = Paths(prepared=prepared_dir / "prepared", model=tmp_path / "model")
+    stage.train(params, replace(paths, insight=tmp_path / "insight"))
+    assert calls == [] and (tmp_path / "model" / "model.json").exists()
+    stage.save_checkpoint(  # a stale one from other params: now it must be compared
+        paths.checkpoint_file(),
+        stage.FitState(1, "direct", {}, {}, {}, []),
+        stage.InsightRecorder(),
+        "another fingerprint",
+    )
+    stage.train(params, replace(paths, insight=tmp_path / "insight"))
+    assert len(calls) == 1 and not paths.checkpoint_file().exists()

@@ -114,6 +114,7 @@ class Checkpoints:
         self.save = save
         self.every_s = every_s
         self.interrupted = False
+        self.saved_epoch = 0  # the epoch of the last state handed out (0: none yet)
         self._last = time.monotonic()
         self._previous: dict[int, Any] = {}
 
@@ -144,6 +145,7 @@ class Checkpoints:
 
     def hand_out(self, state: FitState) -> None:
         self.save(state)
+        self.saved_epoch = state.epoch
         self._last = time.monotonic()
         if self.interrupted:
             raise KeyboardInterrupt
@@ -319,7 +321,7 @@ class _Engine:
         """The arrays and numbers `restore` needs (host copies)."""
         net, opt = self.net, self.opt
         arrays = {f"b{i}": np.array(b) for i, b in enumerate(net.b)}
-        arrays |= {f"W{i}": np.array(W) for i, W in enumerate(net.W) if i or self.name == "direct"}
+        arrays |= {f"W{i}": np.array(W) for i, W in enumerate(net.W)}
         arrays |= {f"opt_v{i}": np.array(v) for i, v in enumerate(opt.v)}
         arrays |= {f"opt_s{i}": np.array(s) for i, s in enumerate(opt.s)}
         return arrays, {"opt_t": opt.t}
@@ -553,6 +555,7 @@ class _Gram(_Engine):
         """The other layers and optimiser as on the direct path, W[0] as a, C (and momentum's
         α, D): W0 is the initial W[0], which the resumed run draws again from the seed."""
         arrays, scalars = super().state()
+        del arrays["W0"]  # net.W[0] is W0 itself until `finish`
         s = self.span
         arrays["span_C"] = np.array(s.C)
         if s.D is not None:

@@ -16,6 +16,7 @@ is deleted once the model is saved. numpy backend only.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -23,6 +24,7 @@ import logging
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -101,16 +103,16 @@ def save_checkpoint(path: Path, state: FitState, recorder: InsightRecorder, key:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: Path, key: str) -> tuple[FitState, InsightRecorder] | None:
-    """The checkpoint at `path` if it was taken under `key` (see `fingerprint`), else None
-    (with a log line saying why it is not used)."""
+def load_checkpoint(path: Path, key: Callable[[], str]) -> tuple[FitState, InsightRecorder] | None:
+    """The checkpoint at `path` if it was taken under `key()` (see `fingerprint`; computed
+    only when there is a checkpoint), else None (with a log line saying why not)."""
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as npz:
             meta = json.loads(str(npz["meta"]))
             arrays = {k: npz[k] for k in npz.files if k != "meta"}
-        if meta.get("format") != CHECKPOINT_FORMAT or meta.get("fingerprint") != key:
+        if meta.get("format") != CHECKPOINT_FORMAT or meta.get("fingerprint") != key():
             log.info(
                 "not resuming from %s: it was taken with other params, data or code; "
                 "training starts over (and replaces it)",
@@ -169,23 +171,15 @@ def train(params: Params, paths: Paths = Paths(), live: Any = None) -> FitResult
     checkpoints: Checkpoints | None = None
     resume: FitState | None = None
     if xp is np:  # CuPy's generator state is not saved: no checkpoints on the GPU
-        key = fingerprint(params, paths.prepared)
+        # hashing the photos and the code is only worth it once there is a checkpoint
+        key = functools.cache(lambda: fingerprint(params, paths.prepared))
         found = load_checkpoint(checkpoint_file, key)
         if found is not None:
             resume, recorder = found
-
-        def save(state: FitState) -> None:
-            save_checkpoint(checkpoint_file, state, recorder, key)
-            if checkpoints is not None and checkpoints.interrupted:
-                log.warning(
-                    "saved the training after epoch %d of %d to %s; run the stage again "
-                    "(`dvc repro` or `itsacat train`) to carry on from there",
-                    state.epoch,
-                    tp.epochs,
-                    checkpoint_file,
-                )
-
-        checkpoints = Checkpoints(save, CHECKPOINT_EVERY_S)
+        checkpoints = Checkpoints(
+            lambda state: save_checkpoint(checkpoint_file, state, recorder, key()),
+            CHECKPOINT_EVERY_S,
+        )
     bar = _progress(tp.epochs)
     if bar is not None and resume is not None:
         bar.update(resume.epoch)
@@ -234,6 +228,16 @@ def train(params: Params, paths: Paths = Paths(), live: Any = None) -> FitResult
             checkpoints=checkpoints,
             resume=resume,
         )
+    except KeyboardInterrupt:
+        if checkpoints is not None and checkpoints.saved_epoch:
+            log.warning(
+                "saved the training after epoch %d of %d to %s; run the stage again "
+                "(`dvc repro` or `itsacat train`) to carry on from there",
+                checkpoints.saved_epoch,
+                tp.epochs,
+                checkpoint_file,
+            )
+        raise
     finally:
         if bar is not None:
             bar.close()

@@ -4,8 +4,9 @@
     python bench/seeds.py --val 0.2 -S train.optimizer=adam -S train.learning_rate=0.001
 
 Trains from params.yaml (with -S overrides, as `dvc exp run -S` takes them) once per seed
-(train.seed = 0…N-1) and prints mean ± std, min and max of train, validation (with --val)
-and test accuracy. Choose defaults on validation (--val), never on test.
+(train.seed = 0…N-1, or N seeds from --start, so a long run can be split over processes)
+and prints mean ± std, min and max of train, validation (with --val) and test accuracy
+(--per-seed: each seed's too). Choose defaults on validation (--val), never on test.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--start", type=int, default=0, help="first seed (to split a run in shards)")
+    ap.add_argument("--per-seed", action="store_true", help="also print each seed's accuracies")
     ap.add_argument("--val", type=float, default=None, help="validation fraction (overrides)")
     ap.add_argument("-S", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/datasets/catvnoncat")
@@ -72,7 +75,7 @@ def main() -> None:
     )
     acc: dict[str, list[float]] = {"train": [], "val": [], "test": []}
     started = time.perf_counter()
-    for seed in range(args.seeds):
+    for seed in range(args.start, args.start + args.seeds):
         tps = dataclasses.replace(
             tp,
             seed=seed,
@@ -93,6 +96,8 @@ def main() -> None:
         acc["test"].append(loss_and_accuracy(result.network, Xt, Yt)[1])
         if Xv is not None:
             acc["val"].append(loss_and_accuracy(result.network, Xv, Yv)[1])
+        if args.per_seed:
+            print(f"seed {seed}", " ".join(f"{k} {v[-1]:.4f}" for k, v in acc.items() if v))
     for split, values in acc.items():
         if values:
             v = np.array(values)

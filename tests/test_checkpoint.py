@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from itsacat import training
 from itsacat.config import TrainParams
 from itsacat.network import init_network
 from itsacat.training import Checkpoints, EpochLog, FitResult, FitState, fit
@@ -149,3 +150,29 @@ def test_resuming_on_the_other_path_is_refused() -> None:
     _fit(_params(optimizer="adam", epochs=3), ckpt)
     with pytest.raises(ValueError, match="taken on the direct path, not gram"):
         _fit(_params(optimizer="gd", epochs=3), resume=saved[0])
+
+
+def test_the_time_a_checkpoint_keeps_counts_the_setup_before_the_first_epoch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A resumed fit reports the time of both runs, each with its setup (XᵀX on the Gram
+    path, buffers on the direct one): the checkpoint keeps the time since `fit` began."""
+    clock = [1000.0]
+
+    def tick() -> float:  # a clock that moves a millisecond per reading…
+        clock[0] += 1e-3
+        return clock[0]
+
+    class SlowSetup(training._Direct):  # …and 5 s while the engine is set up
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            clock[0] += 5.0
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(training.time, "perf_counter", tick)
+    monkeypatch.setattr(training, "_Direct", SlowSetup)
+    params = _params(optimizer="adam")
+    saved: list[FitState] = []
+    whole = _fit(params, Checkpoints(saved.append, every_s=1e-9))
+    assert 5.0 < whole.seconds < 7.5
+    assert saved[0].scalars["seconds"] > 5.0  # was the first epoch's time alone
+    assert _fit(params, resume=saved[0]).seconds > 10.0  # two setups, one whole training

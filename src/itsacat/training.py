@@ -594,10 +594,12 @@ def _epochs(
     X_val: Array | None,
     Y_val: Array | None,
     hooks: _Hooks,
+    started: float,
     resume: FitState | None = None,
     checkpoints: Checkpoints | None = None,
 ) -> None:
-    """The epoch loop, on either path: steps, logging, insight, stopping rules."""
+    """The epoch loop, on either path: steps, logging, insight, stopping rules. `started`
+    is when `fit` began (setup included), so a checkpoint's time is the time `fit` reports."""
     Y = engine.Y
     m = Y.shape[1]
     xp = engine.xp
@@ -627,7 +629,6 @@ def _epochs(
             epoch, engine.name, arrays, scalars, dict(rng.bit_generator.state), list(result.history)
         )
 
-    started = time.perf_counter()
     for epoch in range(first, train.epochs + 1):
         lr = train.learning_rate / (1.0 + train.lr_decay * (epoch - 1))
         order = rng.permutation(m) if batch < m else None
@@ -782,6 +783,7 @@ def fit(
                 X_val,
                 Y_val,
                 hooks,
+                started,
                 resume,
                 checkpoints,
             )

@@ -137,7 +137,7 @@ def test_divergence_stops_with_a_reason_naming_the_fix(caplog: pytest.LogCapture
             np.random.default_rng(0),
         )
     assert result.epochs_run < 50
-    assert "lower train.learning_rate" in result.stopped
+    assert result.diverged and "cost became" in result.stopped
     assert "lower train.learning_rate" in caplog.text
 
 

@@ -34,3 +34,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def writable_folder(path: Path) -> None:
+    """Refuse, before any work, an output folder that cannot be written: `path` is a file,
+    or it (or the nearest folder above it that exists) is not writable."""
+    from itsacat.errors import ItsacatError
+
+    if path.exists() and not path.is_dir():
+        raise ItsacatError(
+            f"{path} is a file, but it must be a folder for the outputs; move it away"
+        )
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ItsacatError(
+            f"cannot write {path}: {existing} is not writable; fix its permissions or run "
+            "from a folder you own"
+        )

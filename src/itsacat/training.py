@@ -87,6 +87,7 @@ class FitResult:
     stopped: str = "completed all epochs"
     seconds: float = 0.0
     path: str = "direct"
+    diverged: bool = False  # the cost turned NaN or infinite: the network is garbage
 
 
 InsightHook = Callable[[int, Network, Cache, Grads, list[Array]], None]
@@ -659,8 +660,9 @@ def _epochs(
         if hooks.on_epoch:
             hooks.on_epoch(epoch, epoch_cost)
         if not np.isfinite(epoch_cost):
-            result.stopped = f"cost became {epoch_cost} at epoch {epoch}: lower train.learning_rate"
-            log.warning("%s", result.stopped)
+            result.stopped = f"the cost became {epoch_cost} at epoch {epoch}"
+            result.diverged = True
+            log.warning("%s: lower train.learning_rate", result.stopped)
             return
 
         if epoch % train.log_every == 0 or epoch == train.epochs or epoch == 1:
@@ -695,6 +697,21 @@ def _epochs(
             checkpoints.hand_out(state(epoch))
 
 
+def check_data_fits(train: TrainParams, m: int, has_val: bool) -> None:
+    """Refuse train params that cannot work with `m` training photos (and a validation set
+    or none): the checks `fit` makes first, for callers that must make them earlier."""
+    if (train.batch_size or m) > m:
+        raise ConfigError(
+            f"train.batch_size must be at most the number of training photos ({m}), "
+            f"got {train.batch_size}; use 0 for full batch (params.yaml)"
+        )
+    if train.patience and not has_val:
+        raise ConfigError(
+            "train.patience needs a validation set, but prepare.val_fraction is 0; "
+            "set prepare.val_fraction > 0 or train.patience: 0 (params.yaml)"
+        )
+
+
 def fit(
     net: Network,
     X: Array,
@@ -719,17 +736,8 @@ def fit(
     interrupted run (same seed) and the same X, Y and params.
     """
     n_x, m = X.shape
+    check_data_fits(train, m, X_val is not None)
     batch = train.batch_size or m
-    if batch > m:
-        raise ConfigError(
-            f"train.batch_size must be at most the number of training photos ({m}), "
-            f"got {batch}; use 0 for full batch (params.yaml)"
-        )
-    if train.patience and X_val is None:
-        raise ConfigError(
-            "train.patience needs a validation set, but prepare.val_fraction is 0; "
-            "set prepare.val_fraction > 0 or train.patience: 0 (params.yaml)"
-        )
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     chosen, why = choose_path(train, n_x, m)

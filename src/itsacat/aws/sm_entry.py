@@ -105,8 +105,6 @@ def flat_metrics(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
 
 def run(layout: Layout, hyperparameters: Mapping[str, str]) -> dict[str, float]:
     """Train as the hyperparameters say; write model/, insight/, dvclive/ under layout.model."""
-    from dvclive import Live
-
     from itsacat.config import params_from_hyperparameters
     from itsacat.stages.train import Paths, train
 
@@ -125,8 +123,7 @@ def run(layout: Layout, hyperparameters: Mapping[str, str]) -> dict[str, float]:
         live=layout.model / "dvclive",
         checkpoint=layout.checkpoints / "train.npz",
     )
-    with Live(str(paths.live), dvcyaml=False, save_dvc_exp=False) as live:
-        train(params, paths, live)
+    train(params, paths, log_live=True)
     metrics = flat_metrics(json.loads((paths.live / "metrics.json").read_text()))
     for name, value in sorted(metrics.items()):
         log.info(METRIC_LINE.format(name=name, value=f"{value:.6g}"))

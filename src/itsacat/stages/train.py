@@ -16,6 +16,7 @@ is deleted once the model is saved. numpy backend only.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -24,7 +25,7 @@ import logging
 import sys
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,19 @@ from itsacat.artifacts import Model, save_model
 from itsacat.backend import get_backend, to_numpy
 from itsacat.config import Params, load_params, params_to_dict
 from itsacat.data import load_preprocessing, load_split, network_xy
-from itsacat.fileio import atomic_write_bytes
+from itsacat.errors import ItsacatError
+from itsacat.fileio import atomic_write_bytes, writable_folder
 from itsacat.insight import InsightRecorder
 from itsacat.network import Network, init_network, layer_sizes
 from itsacat.stages._common import run_stage
-from itsacat.training import Checkpoints, EpochLog, FitResult, FitState, fit
+from itsacat.training import (
+    Checkpoints,
+    EpochLog,
+    FitResult,
+    FitState,
+    check_data_fits,
+    fit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +145,18 @@ def load_checkpoint(path: Path, key: Callable[[], str]) -> tuple[FitState, Insig
     return state, recorder
 
 
+@contextlib.contextmanager
+def _live(folder: Path, on: bool) -> Iterator[Any]:
+    """dvclive's `Live` in `folder` (which it empties on opening), or None when off."""
+    if not on:
+        yield None
+        return
+    from dvclive import Live
+
+    with Live(str(folder), dvcyaml=False, save_dvc_exp=False) as live:
+        yield live
+
+
 def _progress(total: int) -> Any:
     """A tqdm bar when a person watches a terminal, else nothing (log lines instead)."""
     if not sys.stderr.isatty():
@@ -145,10 +166,19 @@ def _progress(total: int) -> Any:
     return tqdm(total=total, unit="epoch", dynamic_ncols=True, leave=False)
 
 
-def train(params: Params, paths: Paths = Paths(), live: Any = None) -> FitResult:
-    """Fit a network as params say; save model/ and insight/; log to `live` if given."""
+def train(params: Params, paths: Paths = Paths(), log_live: bool = False) -> FitResult:
+    """Fit a network as params say; save model/ and insight/; with `log_live`, log each
+    epoch to dvclive in `paths.live`.
+
+    Everything that can fail on bad input (params, prepared/, the output folders) is
+    checked before dvclive opens `paths.live`, which it empties: a run that cannot start
+    leaves the last run's records as they were. A run whose cost turns NaN or infinite
+    saves no model, so the last good one stays.
+    """
     tp = params.train
     xp = get_backend(tp.backend)
+    for folder in (paths.model, paths.insight):
+        writable_folder(folder)
     train_set = load_split(paths.prepared / "train.npz")
     val_set = load_split(paths.prepared / "val.npz")
     prep = load_preprocessing(paths.prepared)
@@ -158,6 +188,7 @@ def train(params: Params, paths: Paths = Paths(), live: Any = None) -> FitResult
             "'always non-cat'; set prepare.center: true (params.yaml)",
             tp.optimizer,
         )
+    check_data_fits(tp, len(train_set), len(val_set) > 0)  # before dvclive empties dvclive/
     X, Y = (xp.asarray(a) for a in network_xy(train_set, prep, tp.dtype))  # (12288, m), (1, m)
     X_val = Y_val = None
     if len(val_set):
@@ -180,95 +211,105 @@ def train(params: Params, paths: Paths = Paths(), live: Any = None) -> FitResult
             lambda state: save_checkpoint(checkpoint_file, state, recorder, key()),
             CHECKPOINT_EVERY_S,
         )
-    bar = _progress(tp.epochs)
-    if bar is not None and resume is not None:
-        bar.update(resume.epoch)
+    with _live(paths.live, log_live) as live:
+        bar = _progress(tp.epochs)
+        if bar is not None and resume is not None:
+            bar.update(resume.epoch)
 
-    def to_live(e: EpochLog) -> None:
-        if live is not None:
-            live.step = e.epoch
-            for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
-                value = getattr(e, name)
-                if value is not None:
-                    split, metric = name.split("_", 1)
-                    live.log_metric(f"{split}/{metric}", value)
-            live.next_step()
+        def to_live(e: EpochLog) -> None:
+            if live is not None:
+                live.step = e.epoch
+                for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+                    value = getattr(e, name)
+                    if value is not None:
+                        split, metric = name.split("_", 1)
+                        live.log_metric(f"{split}/{metric}", value)
+                live.next_step()
 
-    def on_log(e: EpochLog) -> None:
-        to_live(e)
-        if bar is None:
-            val = (
-                f", val loss {e.val_loss:.4f} acc {e.val_accuracy:.3f}"
-                if e.val_loss is not None
-                else ""
-            )
-            log.info("epoch %d: loss %.4f acc %.3f%s", e.epoch, e.train_loss, e.train_accuracy, val)
-
-    def on_epoch(epoch: int, cost: float) -> None:
-        if bar is not None:
-            bar.update(1)
-            if epoch % 10 == 0:
-                bar.set_postfix(cost=f"{cost:.4f}")
-
-    if resume is not None:  # dvclive starts afresh: give it the interrupted run's records
-        for e in resume.history:
+        def on_log(e: EpochLog) -> None:
             to_live(e)
-    try:
-        result = fit(
-            net,
-            X,
-            Y,
-            tp,
-            rng,
-            X_val=X_val,
-            Y_val=Y_val,
-            on_log=on_log,
-            on_insight=recorder,
-            on_epoch=on_epoch,
-            checkpoints=checkpoints,
-            resume=resume,
-        )
-    except KeyboardInterrupt:
-        if checkpoints is not None and checkpoints.saved_epoch:
-            log.warning(
-                "saved the training after epoch %d of %d to %s; run the stage again "
-                "(`dvc repro` or `itsacat train`) to carry on from there",
-                checkpoints.saved_epoch,
-                tp.epochs,
-                checkpoint_file,
+            if bar is None:
+                val = (
+                    f", val loss {e.val_loss:.4f} acc {e.val_accuracy:.3f}"
+                    if e.val_loss is not None
+                    else ""
+                )
+                log.info(
+                    "epoch %d: loss %.4f acc %.3f%s", e.epoch, e.train_loss, e.train_accuracy, val
+                )
+
+        def on_epoch(epoch: int, cost: float) -> None:
+            if bar is not None:
+                bar.update(1)
+                if epoch % 10 == 0:
+                    bar.set_postfix(cost=f"{cost:.4f}")
+
+        if resume is not None:  # dvclive starts afresh: give it the interrupted run's records
+            for e in resume.history:
+                to_live(e)
+        try:
+            with np.errstate(all="ignore"):  # a diverging run is reported once, below
+                result = fit(
+                    net,
+                    X,
+                    Y,
+                    tp,
+                    rng,
+                    X_val=X_val,
+                    Y_val=Y_val,
+                    on_log=on_log,
+                    on_insight=recorder,
+                    on_epoch=on_epoch,
+                    checkpoints=checkpoints,
+                    resume=resume,
+                )
+        except KeyboardInterrupt:
+            if checkpoints is not None and checkpoints.saved_epoch:
+                log.warning(
+                    "saved the training after epoch %d of %d to %s; run the stage again "
+                    "(`dvc repro` or `itsacat train`) to carry on from there",
+                    checkpoints.saved_epoch,
+                    tp.epochs,
+                    checkpoint_file,
+                )
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        if result.diverged:
+            raise ItsacatError(
+                f"training diverged: {result.stopped}, so no model was saved ({paths.model}/ "
+                f"keeps the last one); lower train.learning_rate (now {tp.learning_rate:g}) "
+                "in params.yaml"
             )
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-    host = Network(
-        [to_numpy(w) for w in result.network.W],
-        [to_numpy(b) for b in result.network.b],
-        result.network.activation,
-    )
-    metadata = {
-        "params": params_to_dict(params),
-        "epochs_run": result.epochs_run,
-        "stopped": result.stopped,
-        "train_seconds": round(result.seconds, 3),
-        "path": result.path,
-        "train_photos": len(train_set),
-        "val_photos": len(val_set),
-        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    model = Model(
-        host, prep, train_set.classes, metadata=metadata, threshold=params.model.threshold
-    )
-    version = save_model(model, paths.model)
-    if recorder.epochs:
-        recorder.save(paths.insight)
-    else:  # insight off: still write the declared output, empty
-        InsightRecorder().save(paths.insight)
-    log.info("saved model %s to %s/", version, paths.model)
-    checkpoint_file.unlink(missing_ok=True)  # the model holds it all now
-    if live is not None:
-        live.summary["train_seconds"] = round(result.seconds, 3)
-        live.summary["epochs_run"] = result.epochs_run
+        host = Network(
+            [to_numpy(w) for w in result.network.W],
+            [to_numpy(b) for b in result.network.b],
+            result.network.activation,
+        )
+        metadata = {
+            "params": params_to_dict(params),
+            "epochs_run": result.epochs_run,
+            "stopped": result.stopped,
+            "train_seconds": round(result.seconds, 3),
+            "path": result.path,
+            "train_photos": len(train_set),
+            "val_photos": len(val_set),
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        model = Model(
+            host, prep, train_set.classes, metadata=metadata, threshold=params.model.threshold
+        )
+        version = save_model(model, paths.model)
+        if recorder.epochs:
+            recorder.save(paths.insight)
+        else:  # insight off: still write the declared output, empty
+            InsightRecorder().save(paths.insight)
+        log.info("saved model %s to %s/", version, paths.model)
+        checkpoint_file.unlink(missing_ok=True)  # the model holds it all now
+        if live is not None:
+            live.summary["train_seconds"] = round(result.seconds, 3)
+            live.summary["epochs_run"] = result.epochs_run
     return result
 
 
@@ -280,10 +321,7 @@ def main() -> int:
 
             train_on_sagemaker(params)
             return
-        from dvclive import Live
-
-        with Live(str(Paths.live), dvcyaml=False, save_dvc_exp=False) as live:
-            result = train(params, Paths(), live)
+        result = train(params, Paths(), log_live=True)
         from itsacat.aws.notify import notify
 
         version = json.loads((Paths.model / "model.json").read_text())["version"]

@@ -1,0 +1,111 @@
+"""The train stage on bad runs: whatever stops it keeps what the last good run saved.
+
+Each run is `python -m itsacat.stages.train` in a subprocess, as `dvc repro` runs it, in a
+scratch directory with data/, params.yaml and prepared/ from the real prepare stage.
+Oracle: the files the last good run wrote, byte for byte.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+LOSSES = Path("dvclive") / "plots" / "metrics" / "train" / "loss.tsv"
+
+
+@pytest.fixture(scope="module")
+def trained_dir(
+    tmp_path_factory: pytest.TempPathFactory, repo_root: Path, shared_dir: Path
+) -> Path:
+    """A stage directory after one good prepare and train (Adam, 30 epochs on 209 photos)."""
+    root = tmp_path_factory.mktemp("stage")
+    (root / "data").symlink_to(shared_dir / "datasets" / "catvnoncat")
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    params["prepare"].update(flip=False, shift=0)
+    params["train"].update(optimizer="adam", learning_rate=0.0005, epochs=30, log_every=10)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    subprocess.run([sys.executable, "-m", "itsacat.stages.prepare"], cwd=root, check=True)
+    assert _train(root).returncode == 0
+    return root
+
+
+def _train(cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "itsacat.stages.train"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _with(src: Path, dst: Path, **train: object) -> Path:
+    """A copy of `src` whose params.yaml has these train.* values."""
+    shutil.copytree(src, dst, symlinks=True)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    params["train"].update(train)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params))
+    return dst
+
+
+def _saved(root: Path) -> dict[str, bytes]:
+    """Every file the last good run wrote: model/, insight/, dvclive/."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for d in ("model", "insight", "dvclive")
+        for p in sorted((root / d).rglob("*"))
+        if p.is_file()
+    }
+
+
+def _one_line_error(run: subprocess.CompletedProcess[str], *words: str) -> str:
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr and "Warning" not in run.stderr, run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("itsacat: error:")]
+    assert len(errors) == 1, run.stderr
+    for word in words:
+        assert word in errors[0]
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    ["batch bigger than the data", "prepared/ missing", "model/ is a file"],
+)
+def test_a_run_that_cannot_start_leaves_the_last_run_as_it_was(
+    trained_dir: Path, tmp_path: Path, breakage: str
+) -> None:
+    root = _with(trained_dir, tmp_path / "run")
+    if breakage == "batch bigger than the data":
+        root = _with(trained_dir, tmp_path / "big", batch_size=100_000)
+    elif breakage == "prepared/ missing":
+        shutil.rmtree(root / "prepared")
+    else:
+        shutil.rmtree(root / "model")
+        (root / "model").write_text("not a folder")
+    before = _saved(root)
+    assert (root / LOSSES).read_text().count("\n") > 1  # the good run's records are there
+
+    run = _train(root)
+
+    _one_line_error(run)
+    assert "epoch 1:" not in run.stderr  # refused before any training
+    assert _saved(root) == before  # dvclive/ was not emptied, model/ untouched
+
+
+def test_a_diverging_run_saves_no_model_and_says_why_in_one_line(
+    trained_dir: Path, tmp_path: Path
+) -> None:
+    root = _with(trained_dir, tmp_path / "run", optimizer="gd", learning_rate=1.0e30)
+    model_before = {k: v for k, v in _saved(root).items() if k.startswith("model")}
+
+    run = _train(root)
+
+    line = _one_line_error(run, "diverged", "train.learning_rate", "no model was saved")
+    assert "nan" in line or "inf" in line
+    assert {k: v for k, v in _saved(root).items() if k.startswith("model")} == model_before

@@ -39,7 +39,10 @@ def test_missing_file_means_defaults(tmp_path: Path) -> None:
     [
         ({"train": {"learning_rate": -0.1}}, "train.learning_rate must be > 0, got -0.1"),
         ({"model": {"activation": "swish"}}, "model.activation must be one of relu"),
-        ({"model": {"hidden": [20, 0, 5]}}, "model.hidden must be a list of layer sizes >= 1"),
+        (
+            {"model": {"hidden": [20, 0, 5]}},
+            "model.hidden must be a list of layer sizes from 1 to 4096",
+        ),
         ({"train": {"optimizer": "adagrad"}}, "train.optimizer must be one of gd"),
         ({"train": {"optmizer": "adam"}}, "unknown key train.optmizer"),
         ({"trian": {}}, "unknown section 'trian'"),
@@ -108,3 +111,187 @@ def test_sagemaker_string_hyperparameters_reach_the_same_dataclasses() -> None:
 def test_round_trip_through_plain_dict() -> None:
     params = params_from_dict({"model": {"hidden": [3, 2]}, "train": {"l2": 0.5}})
     assert params_from_dict(params_to_dict(params)) == params
+
+
+def _yaml_file(tmp_path: Path, text: str | bytes) -> Path:
+    path = tmp_path / "params.yaml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("train:\n  l2: .nan\n", "train.l2 must be a finite number, got nan"),
+        ("train:\n  lr_decay: .NaN\n", "train.lr_decay must be a finite number, got nan"),
+        ("train:\n  stop_cost: .inf\n", "train.stop_cost must be a finite number, got inf"),
+        ("train:\n  epsilon: .inf\n", "train.epsilon must be a finite number, got inf"),
+        ("train:\n  learning_rate: .inf\n", "train.learning_rate must be a finite number"),
+        ("model:\n  threshold: .nan\n", "model.threshold must be a finite number, got nan"),
+        ("aws:\n  poll_s: .inf\n", "aws.poll_s must be a finite number, got inf"),
+        ("notify:\n  timeout_s: .inf\n", "notify.timeout_s must be a finite number, got inf"),
+        (
+            "deploy:\n  sagemaker:\n    poll_s: .nan\n",
+            "deploy.sagemaker.poll_s must be a finite number, got nan",
+        ),
+        (
+            "deploy:\n  aws_lambda:\n    timeout_wait_s: .inf\n",
+            "deploy.aws_lambda.timeout_wait_s must be a finite number, got inf",
+        ),
+        (
+            "deploy:\n  smoke:\n    timeout_s: .inf\n",
+            "deploy.smoke.timeout_s must be a finite number, got inf",
+        ),
+        (
+            "tune:\n  ranges:\n    train.l2: {low: 0.1, high: .inf}\n",
+            "tune.ranges.train.l2.high must be a finite number, got inf",
+        ),
+        (
+            "report:\n  guards:\n    test.accuracy: .nan\n",
+            "report.guards.test.accuracy must be a finite number, got nan",
+        ),
+        (
+            "report:\n  guards:\n    test.log_loss: .inf\n",
+            "report.guards.test.log_loss must be a finite number, got inf",
+        ),
+    ],
+)
+def test_nan_and_infinity_are_refused_for_every_float_key(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    """A NaN L2 makes training diverge (and the stage blames the learning rate); a NaN
+    guard compares false with everything, so the report's regression check never fires."""
+    with pytest.raises(ConfigError) as err:
+        load_params(_yaml_file(tmp_path, text))
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_nan_from_sagemaker_hyperparameters_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"train\.l2 must be a finite number, got nan"):
+        params_from_hyperparameters({"train.l2": "NaN"})
+
+
+@pytest.mark.parametrize("section", ["prepare", "train", "tune"])
+def test_negative_seeds_are_refused(section: str) -> None:
+    """numpy's default_rng raises a bare ValueError on a negative seed, mid-stage."""
+    with pytest.raises(ConfigError) as err:
+        params_from_dict({section: {"seed": -1}})
+    assert f"{section}.seed must be >= 0, got -1 (params.yaml)" in str(err.value)
+    assert params_from_dict({section: {"seed": 2**40}})  # numpy takes any size
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("train:\n  epochs: 5\n  epochs: 7\n", "line 3, column 3: duplicate key 'epochs'"),
+        (
+            "train:\n  epochs: 5\nmodel:\n  hidden: [4]\ntrain:\n  l2: 0.5\n",
+            "line 5, column 1: duplicate key 'train' (first on line 1;",
+        ),
+        ("report:\n  guards: {test.f1: 0.1, test.f1: 0.2}\n", "duplicate key 'test.f1'"),
+    ],
+)
+def test_duplicate_keys_are_refused_not_last_wins(tmp_path: Path, text: str, fragment: str) -> None:
+    path = _yaml_file(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_params(path)
+    assert str(err.value).startswith(f"{path} is not valid YAML: line ")
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
+    """`<<: *base` then overriding a merged key is not a duplicate."""
+    text = (
+        "deploy:\n"
+        "  sagemaker:\n"
+        "    traffic: &shift {mode: linear, wait_s: 60}\n"
+        "  local:\n"
+        "    <<: {port: 9000, workers: 2}\n"
+        "    port: 9001\n"
+    )
+    params = load_params(_yaml_file(tmp_path, text))
+    assert params.deploy.local.port == 9001
+    assert params.deploy.local.workers == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (
+            "train:\n  learning_rate: 1e-3\n",
+            "train.learning_rate must be a number, got the string '1e-3' "
+            "(YAML reads 1e-3 as text; write 1.0e-3 or 0.001)",
+        ),
+        (
+            "train:\n  epsilon: 1e-8\n",
+            "train.epsilon must be a number, got the string '1e-8' "
+            "(YAML reads 1e-8 as text; write 1.0e-8)",
+        ),
+        (
+            "train:\n  epochs: 1e3\n",
+            "train.epochs must be a whole number, got the string '1e3' "
+            "(YAML reads 1e3 as text; write 1000)",
+        ),
+        ("train:\n  l2: '0.5'\n", "train.l2 must be a number, got the string '0.5' (quoted"),
+    ],
+)
+def test_numbers_yaml_reads_as_text_say_how_to_write_them(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_params(_yaml_file(tmp_path, text))
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_yaml_syntax_error_is_one_line_with_line_and_column(tmp_path: Path) -> None:
+    path = _yaml_file(tmp_path, "train:\n  epochs: [5\n  l2: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_params(path)
+    message = str(err.value)
+    assert message.startswith(f"{path} is not valid YAML: line 3, column 5: ")
+    assert "expected ',' or ']'" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (
+            b"train:\n  l2: \xff\n",
+            "is not UTF-8 text: byte 0xff on line 2 (offset 13); save it as UTF-8",
+        ),
+        (b"train:\n  l2: \x07\n", "is not valid YAML: line 2, column 7: "),
+    ],
+)
+def test_unreadable_text_is_one_line(tmp_path: Path, content: bytes, fragment: str) -> None:
+    path = _yaml_file(tmp_path, content)
+    with pytest.raises(ConfigError) as err:
+        load_params(path)
+    assert str(err.value).startswith(str(path))
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_params_yaml_that_is_a_directory_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.mkdir()
+    with pytest.raises(ConfigError) as err:
+        load_params(path)
+    assert str(err.value) == f"{path} is a directory, not a params file"
+
+
+def test_hidden_layers_have_an_upper_bound() -> None:
+    """A billion-unit layer would need 12288 × 10⁹ weights: a MemoryError mid-stage."""
+    assert params_from_dict({"model": {"hidden": [4096, 4096]}}).model.hidden == (4096, 4096)
+    with pytest.raises(ConfigError) as err:
+        params_from_dict({"model": {"hidden": [20, 1000000000]}})
+    assert str(err.value) == (
+        "model.hidden must be a list of layer sizes from 1 to 4096, got [20, 1000000000] "
+        "(params.yaml)"
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import types
 import typing
@@ -30,6 +31,10 @@ ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
 OPTIMIZERS = ("gd", "momentum", "rmsprop", "adam")
 
 MAX_SHIFT = 16  # pixels: a quarter of the 64-pixel photo
+# Units per hidden layer. The first layer alone holds 12288 × size weights: at 4096 that is
+# 50M floats (200 MB in float32, 400 MB in float64), and Adam keeps two more copies plus the
+# gradients, so about 1.6 GB; far past what 209 photos can use, still short of a MemoryError.
+MAX_HIDDEN = 4096
 
 Activation = Literal["relu", "leaky_relu", "tanh", "sigmoid"]
 Optimizer = Literal["gd", "momentum", "rmsprop", "adam"]
@@ -37,6 +42,12 @@ Optimizer = Literal["gd", "momentum", "rmsprop", "adam"]
 
 def _fail(key: str, value: object, allowed: str, source: str) -> typing.NoReturn:
     raise ConfigError(f"{key} must be {allowed}, got {value!r} ({source})")
+
+
+def _check_seed(key: str, seed: int, source: str) -> None:
+    # numpy's default_rng takes any integer >= 0, and raises a bare ValueError otherwise.
+    if seed < 0:
+        _fail(key, seed, ">= 0", source)
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,7 @@ class PrepareParams:
             _fail("prepare.val_fraction", self.val_fraction, "in [0, 1)", source)
         if not 0 <= self.shift <= MAX_SHIFT:
             _fail("prepare.shift", self.shift, f"an integer in [0, {MAX_SHIFT}] (pixels)", source)
+        _check_seed("prepare.seed", self.seed, source)
 
 
 @dataclass(frozen=True)
@@ -67,8 +79,13 @@ class ModelParams:
 
     def check(self, source: str) -> None:
         for size in self.hidden:
-            if size < 1:
-                _fail("model.hidden", list(self.hidden), "a list of layer sizes >= 1", source)
+            if not 1 <= size <= MAX_HIDDEN:
+                _fail(
+                    "model.hidden",
+                    list(self.hidden),
+                    f"a list of layer sizes from 1 to {MAX_HIDDEN}",
+                    source,
+                )
         if not 0.0 < self.threshold < 1.0:
             _fail("model.threshold", self.threshold, "in (0, 1)", source)
 
@@ -124,6 +141,7 @@ class TrainParams:
             _fail("train.log_every", self.log_every, ">= 1", source)
         if self.insight_every < 0:
             _fail("train.insight_every", self.insight_every, ">= 0 (0 disables it)", source)
+        _check_seed("train.seed", self.seed, source)
 
 
 @dataclass(frozen=True)
@@ -288,6 +306,7 @@ class TuneParams:
             _fail("tune.grid_steps", self.grid_steps, ">= 2", source)
         if self.parallel < 1:
             _fail("tune.parallel", self.parallel, ">= 1", source)
+        _check_seed("tune.seed", self.seed, source)
         if not re.match(r"^(train|val)/[a-z_]+$", self.objective):
             _fail(
                 "tune.objective",
@@ -593,6 +612,38 @@ _SECTION_TYPES: dict[str, type] = {
 }
 
 
+_EXPONENT = re.compile(r"^([-+]?)(\d+)(?:\.(\d*))?[eE]([-+]?)(\d+)$")
+
+
+def _fail_number(key: str, value: Any, allowed: str, source: str) -> typing.NoReturn:
+    """Fail for a value that is not a number. YAML 1.1 reads 1e-3 (no dot, unsigned exponent)
+    and quoted numbers as text: such a string is named as one, with spellings YAML reads."""
+    whole = allowed == "a whole number"
+    try:
+        number = float(value) if isinstance(value, str) else math.nan
+    except ValueError:
+        number = math.nan
+    if math.isfinite(number) and (number.is_integer() or not whole):
+        spellings = [str(int(number))] if whole else [repr(number)]
+        exponent = _EXPONENT.match(value.strip())
+        if exponent and not whole:
+            sign, units, decimals, exp_sign, exp = exponent.groups()
+            spellings.insert(0, f"{sign}{units}.{decimals or '0'}e{exp_sign or '+'}{exp}")
+        number_type = int if whole else float
+        spellings = [s for s in dict.fromkeys(spellings) if type(yaml.safe_load(s)) is number_type]
+        if spellings:
+            why = (
+                "quoted, so YAML reads it as text"
+                if isinstance(yaml.safe_load(value), (int, float))
+                else f"YAML reads {value.strip()} as text"
+            )
+            raise ConfigError(
+                f"{key} must be {allowed}, got the string {value!r} "
+                f"({why}; write {' or '.join(spellings)}) ({source})"
+            )
+    _fail(key, value, allowed, source)
+
+
 def _convert(key: str, value: Any, hint: Any, source: str) -> Any:
     """Coerce one YAML value to the field's type, or fail naming the key."""
     origin = typing.get_origin(hint)
@@ -627,12 +678,20 @@ def _convert(key: str, value: Any, hint: Any, source: str) -> Any:
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            _fail(key, value, "a whole number", source)
+            _fail_number(key, value, "a whole number", source)
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(key, value, "a number", source)
-        return float(value)
+            _fail_number(key, value, "a number", source)
+        # Every float key passes here: NaN compares false with every bound in the checks
+        # (a NaN guard never fires) and infinity passes every lower bound.
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float
+            number = math.inf
+        if not math.isfinite(number):
+            _fail(key, value, "a finite number", source)
+        return number
     if hint is str:
         if not isinstance(value, str):
             _fail(key, value, "a string", source)
@@ -684,15 +743,75 @@ def params_from_dict(raw: Any, source: str = "params.yaml") -> Params:
     return params
 
 
+class _DuplicateKeyError(yaml.constructor.ConstructorError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping, where PyYAML silently keeps
+    the last (a second `train:` section would drop the first). Merge keys (`<<`) may still
+    be overridden: only the keys written in the mapping itself are compared."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                earlier = first.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: SafeLoader's own error follows
+                continue
+            if earlier is not key_node:
+                raise _DuplicateKeyError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first on line {earlier.start_mark.line + 1}; "
+                    "YAML would silently keep only the last)",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """The parser's complaint as one line: where it stopped, and why."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        line, column = exc.problem_mark.line + 1, exc.problem_mark.column + 1
+        problem = exc.problem or "not YAML"
+        if exc.context and exc.context_mark is not None:
+            problem += f" ({exc.context} that starts on line {exc.context_mark.line + 1})"
+    elif isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        problem = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+    else:
+        return " ".join(str(exc).split())
+    return f"line {line}, column {column}: " + " ".join(problem.split())
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml. A missing file means all defaults."""
     path = Path(path)
     if not path.exists():
         return params_from_dict({}, str(path))
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory, not a params file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path} is not UTF-8 text: byte 0x{data[exc.start]:02x} on line {line} "
+            f"(offset {exc.start}); save it as UTF-8"
+        ) from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(exc, text)}") from None
     return params_from_dict(raw, str(path))
 
 

@@ -14,15 +14,22 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from itsacat.config import PrepareParams, load_params
 from itsacat.data import (
+    Dataset,
     find_duplicates,
     load_h5,
     save_preprocessing,
     save_split,
     split_and_fit,
+    stratified_split,
 )
+from itsacat.errors import ConfigError
 from itsacat.fileio import atomic_write_text
 from itsacat.stages._common import run_stage
 
@@ -36,10 +43,41 @@ class Paths:
     out: Path = Path("prepared")
 
 
+def _keeps_both_classes(labels: NDArray[Any], val_fraction: float) -> bool:
+    """Whether the split leaves every class a training photo and a validation photo.
+    Counted by the split itself, so its rounding is the one used."""
+    train_idx, val_idx = stratified_split(labels, val_fraction, np.random.default_rng(0))
+    return all(
+        (labels[train_idx] == cls).any() and (labels[val_idx] == cls).any() for cls in (0, 1)
+    )
+
+
+def check_val_fraction(train_all: Dataset, val_fraction: float, source: str) -> None:
+    """Refuse a `prepare.val_fraction` that empties a class on either side of the split.
+
+    No training photo of a class makes the preprocessing mean NaN and training fail later
+    for another reason; a validation set without a class has no ROC AUC (NaN in
+    metrics.json), and an empty one silently turns early stopping off.
+    """
+    labels = train_all.labels
+    if val_fraction == 0 or _keeps_both_classes(labels, val_fraction):
+        return  # with 0 every photo trains: a missing class is the data's fault, not this key's
+    working = [f for f in (i / 1000 for i in range(1, 1000)) if _keeps_both_classes(labels, f)]
+    allowed = f"0 or from {working[0]} to {working[-1]}" if working else "0"
+    counts = " and ".join(
+        f"{int((labels == cls).sum())} {name}" for cls, name in enumerate(train_all.classes)
+    )
+    raise ConfigError(
+        f"prepare.val_fraction must be {allowed}, so that each class keeps a training photo "
+        f"and a validation photo ({counts} photos to split), got {val_fraction} ({source})"
+    )
+
+
 def prepare(params: PrepareParams, paths: Paths = Paths()) -> dict[str, object]:
     """Do the stage's work and return its summary."""
     train_all = load_h5(paths.train_h5, "train")
     test = load_h5(paths.test_h5, "test")
+    check_val_fraction(train_all, params.val_fraction, "params.yaml")
     train, val, prep = split_and_fit(
         train_all, params.val_fraction, params.seed, params.center, params.flip, params.shift
     )

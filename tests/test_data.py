@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 
 import h5py
@@ -11,6 +15,8 @@ from PIL import Image
 
 from imaging import encode
 from itsacat.data import (
+    MAX_PIXELS,
+    MAX_PIXELS_FULL_DECODE,
     N_X,
     Dataset,
     Preprocessing,
@@ -18,7 +24,11 @@ from itsacat.data import (
     find_duplicates,
     fit_preprocessing,
     load_h5,
+    load_preprocessing,
+    load_split,
     preprocess,
+    save_preprocessing,
+    save_split,
     stratified_split,
     training_set,
     with_shifted,
@@ -154,6 +164,132 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
         decode_image(data)
 
 
+def _claiming_size(data: bytes, fmt: str, width: int, height: int) -> bytes:
+    """A small PNG or baseline JPEG whose header claims `width`×`height` pixels."""
+    size = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    if fmt == "PNG":  # IHDR: width and height at 16-24, its CRC (over type and data) at 29
+        ihdr = data[12:16] + size + data[24:29]
+        return data[:16] + size + data[24:29] + zlib.crc32(ihdr).to_bytes(4, "big") + data[33:]
+    sof = data.index(b"\xff\xc0")  # SOF0: length (2), precision (1), height (2), width (2)
+    return data[: sof + 5] + size[6:8] + size[2:4] + data[sof + 9 :]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "width", "height", "limit"),
+    [
+        ("PNG", 20_000, 20_000, MAX_PIXELS_FULL_DECODE),  # Pillow refuses it as a bomb
+        ("PNG", 6_000, 6_000, MAX_PIXELS_FULL_DECODE),
+        ("JPEG", 20_000, 20_000, MAX_PIXELS),
+    ],
+)
+def test_too_large_images_are_refused_with_their_formats_limit(
+    fmt: str, width: int, height: int, limit: int
+) -> None:
+    data = _claiming_size(encode(Image.new("RGB", (64, 64)), fmt), fmt, width, height)
+    with pytest.raises(ImageError) as err:
+        decode_image(data)
+    other = MAX_PIXELS if limit == MAX_PIXELS_FULL_DECODE else MAX_PIXELS_FULL_DECODE
+    assert f"{limit:,}" in str(err.value) and f"{other:,}" not in str(err.value)
+
+
+@pytest.mark.parametrize(("fmt", "mode"), [("PNG", "I;16"), ("TIFF", "I;16"), ("TIFF", "I")])
+def test_16_bit_grey_decodes_like_the_8_bit_photo(photos: list[Path], fmt: str, mode: str) -> None:
+    grey = Image.open(photos[0]).reduce(2).convert("L")
+    deep = Image.fromarray(np.asarray(grey).astype(np.uint16) * 257)  # v·257: 255 → 65535
+    if mode == "I":
+        deep = deep.convert("I")  # TIFF's 32-bit integer grey, holding 16-bit values
+    data = encode(deep, fmt)
+    assert Image.open(io.BytesIO(data)).mode == mode
+    got = decode_image(data).astype(int)
+    assert np.abs(got - decode_image(encode(grey, "PNG"))).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("mode", "value", "fragment"),
+    [("F", 0.5, "32-bit float images"), ("I", 70_000, "32-bit integer images")],
+)
+def test_32_bit_images_are_refused(mode: str, value: float, fragment: str) -> None:
+    data = encode(Image.new(mode, (64, 64), value), "TIFF")
+    with pytest.raises(ImageError, match=f"{fragment} are not supported; send an 8-bit or 16-bit"):
+        decode_image(data)
+
+
+def _mpo(img: Image.Image) -> bytes:
+    """`img` as a multi-picture JPEG (as many phones write), a thumbnail as second picture."""
+    data = encode(img, "MPO", save_all=True, append_images=[img.resize((64, 64))])
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    return data
+
+
+def test_phone_mpo_photo_decodes_like_the_same_jpeg(photos: list[Path]) -> None:
+    photo = Image.open(photos[0])
+    photo.load()
+    assert np.array_equal(decode_image(_mpo(photo)), decode_image(encode(photo, "JPEG")))
+
+
+def test_mpo_photo_has_the_jpeg_pixel_limit() -> None:
+    big = Image.linear_gradient("L").resize((6_000, 5_000)).convert("RGB")
+    assert MAX_PIXELS_FULL_DECODE < 6_000 * 5_000 <= MAX_PIXELS
+    assert np.array_equal(decode_image(_mpo(big)), decode_image(encode(big, "JPEG")))
+
+
+def test_transparency_flattened_after_the_shrink_is_as_flattened_before(
+    photos: list[Path],
+) -> None:
+    photo = Image.open(photos[0]).reduce(2).convert("RGB")
+    clear_edges = Image.radial_gradient("L").resize(photo.size).point(lambda v: 255 - v)
+    rgba = photo.copy()
+    rgba.putalpha(clear_edges)
+    white = Image.new("RGBA", photo.size, (255, 255, 255, 255))
+    flat = Image.alpha_composite(white, rgba).convert("RGB")
+    diff = np.abs(decode_image(encode(rgba, "PNG")).astype(int) - decode_image(encode(flat, "PNG")))
+    # Pillow shrinks RGBA with alpha premultiplied into 8 bits, which rounds a little
+    assert diff.max() <= 3 and diff.mean() < 1
+
+
+_PEAK_MEMORY = r"""
+import re, sys
+from pathlib import Path
+from itsacat.data import decode_image
+
+def mib(key):
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1)) / 1024
+
+data = sys.stdin.buffer.read()
+Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) restarts from here
+before = mib("VmRSS")
+decode_image(data)
+print(mib("VmHWM") - before)
+"""
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/clear_refs").exists(), reason="reads peak memory from Linux's /proc"
+)
+@pytest.mark.parametrize("mode", ["P", "RGBA"])
+def test_transparent_image_costs_about_two_full_size_copies(mode: str) -> None:
+    side = 5_000
+    if mode == "P":  # a few kB of PNG
+        img = Image.new("P", (side, side), 0)
+        img.putpalette([0, 0, 0, 200, 30, 30])
+        img.paste(1, (1_000, 1_000, 4_000, 4_000))
+        data = encode(img, "PNG", transparency=0)
+    else:
+        img = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+        img.paste((200, 30, 30, 128), (1_000, 1_000, 4_000, 4_000))
+        data = encode(img, "PNG")
+    del img
+    # a fresh process: this one's freed memory would hide the peak
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK_MEMORY], input=data, capture_output=True, check=True
+    )
+    rgba_copies = float(out.stdout) * 2**20 / (4 * side * side)
+    # the image as RGBA and the premultiplied copy Pillow shrinks; flattening it onto white
+    # at full size took two more
+    assert rgba_copies < 3
+
+
 def test_stratified_split_keeps_class_shares_and_is_seeded() -> None:
     labels = np.array([0] * 70 + [1] * 30, dtype=np.uint8)
     tr, va = stratified_split(labels, 0.2, np.random.default_rng(0))
@@ -230,3 +366,65 @@ def test_training_set_mirrors_then_shifts_and_fits_on_all_of_them() -> None:
     np.testing.assert_allclose(
         prep.mean[:, 0], train.images.reshape(len(train), -1).mean(axis=0) / 255.0, rtol=1e-5
     )
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+_IMAGES = np.zeros((2, 64, 64, 3), np.uint8)
+_SPLIT = _npz(images=_IMAGES, labels=np.array([0, 1], np.uint8), classes=np.array(["a", "b"]))
+_NPY = io.BytesIO()
+np.save(_NPY, _IMAGES)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fragment"),
+    [
+        ("train.npz", _SPLIT[: len(_SPLIT) // 2], "is not a readable .npz file"),
+        ("train.npz", b"images,labels\n", "is not a readable .npz file"),
+        ("train.npz", b"", "is not a readable .npz file"),
+        ("train.npz", None, "is not a readable .npz file"),
+        ("train.npz", _NPY.getvalue(), "one bare array"),
+        (
+            "train.npz",
+            _npz(images=_IMAGES, classes=np.array(["a", "b"])),
+            "lacks the array(s) labels",
+        ),
+        ("preprocessing.json", b"{", "is not readable JSON"),
+        ("preprocessing.json", b'{"scale": 0.004}', "a true/false `center`"),
+        ("preprocessing.npz", b"", "is not a readable .npz file"),
+        ("preprocessing.npz", _npz(mean=np.zeros((3, 1))), "holds a mean of shape (3, 1)"),
+    ],
+    ids=[
+        "truncated",
+        "text",
+        "empty",
+        "directory",
+        "npy",
+        "no-labels",
+        "json-brace",
+        "json-no-center",
+        "mean-empty",
+        "mean-shape",
+    ],
+)
+def test_corrupt_prepared_files_name_the_file_and_the_fix(
+    tmp_path: Path, name: str, content: bytes | None, fragment: str
+) -> None:
+    save_split(tmp_path / "train.npz", Dataset(_IMAGES, np.array([0, 1], np.uint8)))
+    save_preprocessing(tmp_path, fit_preprocessing(_IMAGES, center=True))
+    bad = tmp_path / name
+    bad.unlink()
+    if content is None:
+        bad.mkdir()
+    else:
+        bad.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        load_split(tmp_path / "train.npz")
+        load_preprocessing(tmp_path)
+    message = str(err.value)
+    assert fragment in message and str(bad) in message and "\n" not in message
+    assert message.endswith("re-run `dvc repro prepare` (or `itsacat prepare`), which writes it")

@@ -8,10 +8,12 @@ endpoint, the Lambda and the SageMaker handler all go through `preprocess`; a te
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import struct
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,12 +139,14 @@ def preprocess(
 def decode_image(data: bytes, size: int = IMAGE_SIZE) -> NDArray[np.uint8]:
     """Image bytes of any size and mode → (size, size, 3) uint8 RGB.
 
-    EXIF orientation is honoured, transparency is flattened onto white, and the photo is
-    centre-cropped to a square before it is shrunk. JPEGs are decoded at a reduced scale
-    (`draft`), so a 12-megapixel photo costs about as much as a thumbnail. Only the formats
-    in `ALLOWED_FORMATS` are even tried; images over `MAX_PIXELS` (JPEG) or
-    `MAX_PIXELS_FULL_DECODE` (formats decoded at full size) and images under
-    `MIN_SIDE` pixels a side are refused with an `ImageError` that says why.
+    EXIF orientation is honoured, the photo is centre-cropped to a square and shrunk, and
+    only then is transparency flattened onto white and 16-bit grey scaled to 8 bits, so a
+    large image is never copied at full size to do either. JPEGs (and MPOs, the multi-picture
+    JPEGs many phones write) are decoded at a reduced scale (`draft`), so a 12-megapixel photo
+    costs about as much as a thumbnail. Only the formats in `ALLOWED_FORMATS` are even tried;
+    images over `MAX_PIXELS` (JPEG) or `MAX_PIXELS_FULL_DECODE` (formats decoded at full
+    size), images under `MIN_SIDE` pixels a side, and 32-bit images are refused with an
+    `ImageError` that says why.
     """
     from PIL import Image, ImageFile
 
@@ -153,7 +157,8 @@ def decode_image(data: bytes, size: int = IMAGE_SIZE) -> NDArray[np.uint8]:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img: Image.Image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
             width, height = img.size
-            limit = MAX_PIXELS if img.format == "JPEG" else MAX_PIXELS_FULL_DECODE
+            is_jpeg = img.format in _JPEG_FORMATS
+            limit = MAX_PIXELS if is_jpeg else MAX_PIXELS_FULL_DECODE
             if width * height > limit:
                 raise ImageError(
                     f"the {img.format} image is {width}×{height} pixels, more than the "
@@ -164,25 +169,19 @@ def decode_image(data: bytes, size: int = IMAGE_SIZE) -> NDArray[np.uint8]:
                     f"the image is {width}×{height} pixels, too small to classify; send a "
                     f"photo at least {MIN_SIDE}×{MIN_SIDE} (64×64 or larger is best)"
                 )
-            if img.format == "JPEG" and isinstance(img, ImageFile.ImageFile):
+            if is_jpeg and isinstance(img, ImageFile.ImageFile):
                 scale = max(1, min(width, height) // (2 * size))
                 img.draft("RGB", (max(size, width // scale), max(size, height // scale)))
                 # Feed libjpeg the whole in-memory file in one call rather than Pillow's
                 # default 64 KB slices: each slice is a copy and a Python round trip, which
                 # cost ~0.4 ms of the ~17 ms a 1.4 MB photo takes (bench/serve_load.py).
                 img.decodermaxblock = max(img.decodermaxblock, len(data))
-            img = _upright(img)
-            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                rgba = img.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(background, rgba)
-            if img.mode != "RGB":
-                img = img.convert("RGB")
+            img = _resizable(_upright(img))
             w, h = img.size
             side = min(w, h)
             box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
             img = img.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
-            return np.asarray(img, dtype=np.uint8)
+            return np.asarray(_to_rgb(img), dtype=np.uint8)
     except ImageError:
         raise
     except Image.UnidentifiedImageError:
@@ -191,8 +190,15 @@ def decode_image(data: bytes, size: int = IMAGE_SIZE) -> NDArray[np.uint8]:
             "send the bytes of a photo file"
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow refuses before it names the format; JPEG's signature is enough to tell
+        # which of our limits the image broke (both are below Pillow's).
+        if data.startswith(b"\xff\xd8\xff"):
+            kind, limit = "a JPEG", MAX_PIXELS
+        else:
+            kind, limit = "a PNG, GIF, BMP, WEBP or TIFF image", MAX_PIXELS_FULL_DECODE
         raise ImageError(
-            f"the image is larger than the {MAX_PIXELS:,} pixels allowed; send a smaller photo"
+            f"the image is larger than the {limit:,} pixels allowed for {kind}; "
+            "send a smaller photo"
         ) from None
     except (
         OSError,
@@ -208,6 +214,56 @@ def decode_image(data: bytes, size: int = IMAGE_SIZE) -> NDArray[np.uint8]:
         raise ImageError(
             f"the bytes are not a readable image ({exc}); send a complete JPEG or PNG file"
         ) from None
+
+
+# MPO is the multi-picture JPEG many phones write; Pillow opens it as a JPEG subclass.
+_JPEG_FORMATS = ("JPEG", "MPO")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+_UNSUPPORTED_DEPTH = "images are not supported; send an 8-bit or 16-bit JPEG or PNG"
+
+
+def _resizable(img: Any) -> Any:
+    """`img` in a mode that Pillow shrinks faithfully, converted no more than that needs.
+
+    Transparency stays as RGBA or LA (Pillow resamples those with premultiplied alpha), and
+    16-bit grey as I: both are flattened to RGB by `_to_rgb` after the shrink, on 64×64
+    pixels rather than on full-size copies. `convert("RGB")` would clip 16-bit grey at 255
+    (a photo comes out white), so it is kept for the modes it converts faithfully.
+    """
+    if img.mode in ("RGB", "L", "RGBA", "LA"):
+        return img
+    if img.mode == "PA" or (img.mode == "P" and "transparency" in img.info):
+        return img.convert("RGBA")
+    if img.mode in _SIXTEEN_BIT_MODES:
+        return img.convert("I")
+    if img.mode == "I":
+        low, high = img.getextrema()
+        if low < 0 or high > 65535:
+            raise ImageError(f"32-bit integer {_UNSUPPORTED_DEPTH}")
+        return img  # 16-bit grey held in 32 bits, as TIFF writes it
+    if img.mode == "F":
+        # no convention says what a float pixel's brightness is (0-1, 0-255, HDR …)
+        raise ImageError(f"32-bit float {_UNSUPPORTED_DEPTH}")
+    return img.convert("RGB")
+
+
+def _to_rgb(img: Any) -> Any:
+    """A shrunk image from `_resizable` as RGB: transparency flattened onto white, 16-bit
+    grey scaled to 8 bits (value/257, rounded)."""
+    from PIL import Image
+
+    if img.mode == "I":
+        img = img.point(_eight_bit_table(), "L")
+    elif img.mode in ("RGBA", "LA"):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+@functools.cache
+def _eight_bit_table() -> list[int]:
+    """16-bit value → 8-bit value: v/257 rounded, so 0 → 0, 65535 → 255 and v·257 → v."""
+    return [(v + 128) // 257 for v in range(65536)]
 
 
 _EXIF_KEYS = ("exif", "Raw profile type exif", "xmp", "XML:com.adobe.xmp")
@@ -336,8 +392,8 @@ def load_split(path: str | Path) -> Dataset:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path} does not exist; run the prepare stage (`dvc repro prepare`)")
-    with np.load(path, allow_pickle=False) as npz:
-        return Dataset(npz["images"], npz["labels"], tuple(str(c) for c in npz["classes"]))
+    arrays = _read_npz(path, ("images", "labels", "classes"))
+    return Dataset(arrays["images"], arrays["labels"], tuple(str(c) for c in arrays["classes"]))
 
 
 def save_preprocessing(directory: str | Path, prep: Preprocessing) -> None:
@@ -355,15 +411,47 @@ def save_preprocessing(directory: str | Path, prep: Preprocessing) -> None:
 
 
 def load_preprocessing(directory: str | Path) -> Preprocessing:
+    """Read the preprocessing written by `save_preprocessing`."""
     import json
 
     directory = Path(directory)
+    spec_path, mean_path = directory / "preprocessing.json", directory / "preprocessing.npz"
+    if not (spec_path.exists() and mean_path.exists()):
+        raise DataError(f"{directory} holds no fitted preprocessing; run `dvc repro prepare`")
     try:
-        spec = json.loads((directory / "preprocessing.json").read_text())
-        with np.load(directory / "preprocessing.npz", allow_pickle=False) as npz:
-            mean = npz["mean"]
-    except FileNotFoundError:
-        raise DataError(
-            f"{directory} holds no fitted preprocessing; run `dvc repro prepare`"
-        ) from None
+        spec = json.loads(spec_path.read_text())
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
+        raise _unreadable(spec_path, f"is not readable JSON ({exc})") from None
+    if not (
+        isinstance(spec, dict)
+        and isinstance(spec.get("scale"), int | float)
+        and isinstance(spec.get("center"), bool)
+    ):
+        raise _unreadable(spec_path, "lacks a numeric `scale` and a true/false `center`")
+    mean = _read_npz(mean_path, ("mean",))["mean"]
+    if spec["center"] and mean.shape != (N_X, 1):
+        raise _unreadable(mean_path, f"holds a mean of shape {mean.shape}, not ({N_X}, 1)")
     return Preprocessing(scale=float(spec["scale"]), mean=mean if spec["center"] else None)
+
+
+def _read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, NDArray[Any]]:
+    """The arrays `keys` of the .npz file at `path`, or a `DataError` that names the file."""
+    # A directory, an empty, truncated or text file (numpy takes text for a pickle) each
+    # raise something else; all mean the same to the user.
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("it holds one bare array, as an .npy does")
+        with loaded as npz:
+            missing = [key for key in keys if key not in npz.files]
+            if not missing:
+                return {key: npz[key] for key in keys}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        raise _unreadable(path, f"is not a readable .npz file ({exc})") from None
+    raise _unreadable(path, f"lacks the array(s) {', '.join(missing)}")
+
+
+def _unreadable(path: Path, problem: str) -> DataError:
+    return DataError(
+        f"{path} {problem}; re-run `dvc repro prepare` (or `itsacat prepare`), which writes it"
+    )

@@ -7,8 +7,10 @@ import base64
 import copy
 import hashlib
 import json
+import logging
 import subprocess
 import sys
+import textwrap
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from imaging import npy
 from itsacat.predict import Predictor
 from itsacat.serve import lambda_handler
 from itsacat.serve.lambda_handler import handler
@@ -30,7 +33,7 @@ from itsacat.serve.package import (
 PIXELS = np.random.default_rng(5).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
 
 
-def rest_v1(body: str | None, b64: bool, ctype: str, method: str = "POST", **extra: Any) -> dict:
+def rest_v1(body: str | None, b64: Any, ctype: str, method: str = "POST", **extra: Any) -> dict:
     """An API Gateway REST API (payload 1.0) proxy event, as AWS documents it."""
     return {
         "resource": "/{proxy+}",
@@ -148,6 +151,93 @@ def test_errors_are_http_responses(event: dict, status: int, words: str, model: 
     r = handler(copy.deepcopy(event), None)
     assert r["statusCode"] == status
     assert words in json.loads(r["body"])["error"]
+
+
+def _with(event: dict, **fields: Any) -> dict:
+    return {**event, **fields}
+
+
+V1 = rest_v1(json.dumps(PIXELS.tolist()), False, "application/json")
+V2 = http_v2(json.dumps(PIXELS.tolist()), False, "application/json")
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        ({"requestContext": None}, "requestContext"),
+        ({"requestContext": "POST"}, "requestContext"),
+        (_with(V2, requestContext={"http": "POST"}), "requestContext.http"),
+        (_with(V2, requestContext={"http": {"method": ["POST"]}}), "requestContext.http.method"),
+        (_with(V1, headers=[["Content-Type", "application/json"]]), "headers"),
+        (_with(V1, httpMethod=5), "httpMethod"),
+        (_with(V1, queryStringParameters=["trace"]), "queryStringParameters"),
+        (_with(V2, rawQueryString=["trace=1"]), "rawQueryString"),
+    ],
+)
+def test_malformed_events_are_400_naming_the_field(
+    event: dict, field: str, model: Predictor
+) -> None:
+    r = handler(copy.deepcopy(event), None)
+    assert r["statusCode"] == 400, r
+    assert f"the event's {field} must be" in json.loads(r["body"])["error"]
+
+
+def test_is_base64_encoded_means_true_only(model: Predictor, photos: list[Path]) -> None:
+    photo = photos[0].read_bytes()
+    want = model.predict_bytes(photo).to_json()
+    for flag in [True, "true", "TRUE"]:
+        r = handler(rest_v1(b64(photo), flag, "image/jpeg"), None)
+        assert r["statusCode"] == 200 and json.loads(r["body"]) == want, flag
+    for flag in [False, "false", "False", None]:
+        r = handler(rest_v1(json.dumps(PIXELS.tolist()), flag, "application/json"), None)
+        assert r["statusCode"] == 200, (flag, r["body"])
+
+
+def test_base64_body_wrapped_over_lines(model: Predictor, photos: list[Path]) -> None:
+    photo = photos[0].read_bytes()
+    wrapped = "\n".join(textwrap.wrap(b64(photo), 76)) + "\n"  # as GNU base64 writes it
+    r = handler(rest_v1(wrapped, True, "image/jpeg"), None)
+    assert r["statusCode"] == 200, r["body"]
+    assert json.loads(r["body"]) == model.predict_bytes(photo).to_json()
+    r = handler(rest_v1(wrapped.replace("\n", "*", 3), True, "image/jpeg"), None)
+    assert r["statusCode"] == 400 and "not base64" in json.loads(r["body"])["error"]
+
+
+def test_npy_that_arrived_as_text_says_to_send_base64(model: Predictor) -> None:
+    r = handler(rest_v1(npy(PIXELS).decode("latin-1"), False, "application/x-npy"), None)
+    assert r["statusCode"] == 400
+    assert "send it base64-encoded (isBase64Encoded: true" in json.loads(r["body"])["error"]
+    r = handler(rest_v1(b64(npy(PIXELS)), True, "application/x-npy"), None)
+    assert r["statusCode"] == 200
+
+
+@pytest.mark.parametrize("broken", ["missing", "garbage"])
+def test_a_model_that_cannot_load_is_a_500_without_the_path(
+    broken: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    model_dir = tmp_path / "secret-location" / "model"
+    if broken == "garbage":
+        model_dir.mkdir(parents=True)
+        (model_dir / "model.json").write_text("{not json")
+    monkeypatch.setenv("ITSACAT_MODEL_DIR", str(model_dir))
+    monkeypatch.setattr(lambda_handler, "_PREDICTOR", None)
+    caplog.set_level(logging.ERROR, logger=lambda_handler.__name__)
+    for event in [
+        http_v2(None, False, "", method="GET"),
+        rest_v1(None, False, "", method="GET"),
+        copy.deepcopy(V1),
+        copy.deepcopy(V2),
+    ]:
+        r = handler(event, None)
+        assert r["statusCode"] == 500
+        error = json.loads(r["body"])["error"]
+        assert error == "the model could not be loaded; see the function's logs"
+    direct = handler({"instances": [PIXELS.tolist()]}, None)
+    assert direct == {
+        "error": "the model could not be loaded; see the function's logs",
+        "status": 500,
+    }
+    assert "secret-location" in caplog.text  # the details go to the log, not to the client
 
 
 def test_accept_and_health_check(model: Predictor) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import textwrap
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from PIL import Image
 from imaging import encode, npy
 from itsacat.data import decode_image
 from itsacat.serve.codec import (
+    MAX_BATCH,
     MAX_BODY_BYTES,
     RequestError,
     decode_request,
@@ -87,7 +89,7 @@ def test_json_forms() -> None:
         (b"[NaN]", "application/json", 400, "NaN"),
         (json.dumps((PIXELS.astype(int) + 1).tolist()).encode(), "application/json", 400, "0…255"),
         (json.dumps([[[0.5] * 3] * 64] * 64).encode(), "application/json", 400, "fractional"),
-        (json.dumps([[[True] * 3] * 64] * 64).encode(), "application/json", 400, "non-numbers"),
+        (json.dumps([[[True] * 3] * 64] * 64).encode(), "application/json", 400, "true/false"),
         (b'"https://example.com/cat.jpg"', "application/json", 400, "never fetches URLs"),
         (b'"not base64!"', "application/json", 400, "not valid base64"),
         (b"[]", "application/json", 400, "empty"),
@@ -146,6 +148,15 @@ def test_decompression_bomb_and_huge_png_are_refused() -> None:
         ("text/csv", False),
         ("application/json;q=0", False),
         ("image/png, text/*", False),
+        # RFC 9110 §12.5.1: the most specific range that matches decides.
+        ("application/json;q=0, */*", False),
+        ("*/*;q=0.5, application/*;q=0", False),
+        ("*/*;q=0, application/json", True),
+        ("application/*;q=0, application/json;q=0.1", True),
+        ("text/html;q=0, application/*;q=0.2", True),
+        # Only empty elements: as if there were no Accept header.
+        (" , ", True),
+        (",", True),
     ],
 )
 def test_accept_negotiation(accept: str | None, ok: bool) -> None:
@@ -163,3 +174,50 @@ def test_trace_flags_and_media_type() -> None:
     assert wants_trace("", "foo=bar; trace=true")
     assert not wants_trace("trace=0", "trace=false")
     assert media_type(" Image/PNG ; x=y") == "image/png"
+
+
+@pytest.mark.parametrize("wrap", [lambda batch: batch, lambda batch: {"instances": batch}])
+def test_json_batch_over_the_limit_is_413_before_its_arrays_are_built(wrap: object) -> None:
+    # [[[0]]] is no 64×64×3 image: converted first, the batch would be refused for its shape.
+    body = json.dumps(wrap([[[[0]]]] * (MAX_BATCH + 1))).encode()  # type: ignore[operator]
+    with pytest.raises(RequestError) as err:
+        decode_request(body, "application/json")
+    assert err.value.status == 413
+    assert f"holds {MAX_BATCH + 1} images" in str(err.value), str(err.value)
+    # The count reads the nesting: one image's 64 rows are not 64 images.
+    one = decode_request(json.dumps(PIXELS.tolist()).encode(), "application/json", max_batch=2)
+    np.testing.assert_array_equal(one.images[0], PIXELS)
+    three = json.dumps([[[[0]]]] * 3).encode()
+    with pytest.raises(RequestError) as err:
+        decode_request(three, "application/json", max_batch=2)
+    assert err.value.status == 413
+
+
+def test_base64_wrapped_over_lines_is_accepted() -> None:
+    b64 = base64.b64encode(PNG).decode()
+    for wrapped in [
+        "\n".join(textwrap.wrap(b64, 76)) + "\n",  # GNU base64's output
+        "\r\n".join(textwrap.wrap(b64, 64)),  # PEM style
+        " \t".join(textwrap.wrap(b64, 10)),
+    ]:
+        for body in [wrapped, {"image": wrapped}, {"image": "data:image/png;base64," + wrapped}]:
+            req = decode_request(json.dumps(body).encode(), "application/json")
+            np.testing.assert_array_equal(req.images[0], PIXELS)
+    for bad in [b64[:40] + "!" + b64[40:], b64[:40] + "\u00a0" + b64[40:]]:
+        with pytest.raises(RequestError, match="not valid base64"):
+            decode_request(json.dumps(bad).encode(), "application/json")
+
+
+def test_a_bool_among_integer_pixels_is_refused() -> None:
+    image = PIXELS.tolist()
+    image[5][7][1] = True  # numpy alone would read it as 1
+    for body in [image, [PIXELS.tolist(), image], {"instances": [image], "trace": True}]:
+        with pytest.raises(RequestError) as err:
+            decode_request(json.dumps(body).encode(), "application/json")
+        assert err.value.status == 400
+        assert "true/false" in str(err.value), str(err.value)
+    # "trace": true beside the pixels is no pixel.
+    traced = {"instances": [PIXELS.tolist()], "trace": True}
+    req = decode_request(json.dumps(traced).encode(), "application/json")
+    assert req.trace
+    np.testing.assert_array_equal(req.images[0], PIXELS)

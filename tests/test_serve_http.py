@@ -321,7 +321,12 @@ def test_only_bodies_of_bounded_cost_are_classified_on_the_event_loop() -> None:
     assert _cheap(jpeg, "image/jpeg", INLINE_BYTES)
     assert _cheap(jpeg, "application/x-image", INLINE_BYTES)
     assert _cheap(npy(PIXELS), "application/x-npy", INLINE_BYTES)
-    assert _cheap(b"[[1]]", "application/json; charset=utf-8", INLINE_BYTES)
+    # JSON never: a few KB of it can hold a base64 PNG that inflates to 25 MP.
+    palette = encode(Image.new("P", (5000, 5000)), "PNG")
+    tiny_json = json.dumps({"image": base64.b64encode(palette).decode()}).encode()
+    assert len(tiny_json) < INLINE_BYTES
+    assert not _cheap(tiny_json, "application/json", INLINE_BYTES)
+    assert not _cheap(b"[[1]]", "application/json; charset=utf-8", INLINE_BYTES)
     assert not _cheap(flat_png, "image/png", INLINE_BYTES)
     assert not _cheap(flat_png, "image/jpeg", INLINE_BYTES)  # the bytes decide, not the label
     assert not _cheap(jpeg + b"\0" * INLINE_BYTES, "image/jpeg", INLINE_BYTES)

@@ -134,6 +134,28 @@ def test_lambda_random_bodies(
     check_http(r["statusCode"], r["body"].encode())
 
 
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    event=st.fixed_dictionaries(
+        {"requestContext": JSON_VALUES},
+        optional={
+            "httpMethod": st.one_of(st.sampled_from(["GET", "POST"]), JSON_VALUES),
+            "headers": JSON_VALUES,
+            "queryStringParameters": JSON_VALUES,
+            "rawQueryString": JSON_VALUES,
+            "isBase64Encoded": JSON_VALUES,
+            "body": JSON_VALUES,
+        },
+    )
+)
+def test_lambda_malformed_events(lambda_model: None, event: dict) -> None:
+    """Any field of any JSON type: a 4xx naming the problem, or a 200, never a 5xx."""
+    r = lambda_handler.handler(event, None)
+    check_http(r["statusCode"], r["body"].encode())
+
+
 @settings(max_examples=100, deadline=None)
 @given(body=st.one_of(BYTES, JSON_BODIES), ctype=CONTENT_TYPES)
 def test_input_fn_random_bodies(tiny_model_dir: Path, body: bytes, ctype: str) -> None:

@@ -11,9 +11,11 @@ bring-your-own container, or anywhere that speaks HTTP. Run it with `itsacat ser
 Why it never starves /ping: /ping and / are answered on the event loop; decoding and the
 forward pass run in a small thread pool (Pillow and numpy release the GIL while they work),
 and at most `max_inflight` requests per worker hold a body in memory at once: the rest
-wait, unread, in the kernel's socket buffers. Only bodies that cannot cost more than a
-millisecond or two (a JPEG, .npy or JSON under 64 KB, see `_cheap`) are classified on the
-loop itself: for them the hop to a thread cost more CPU than the work (0.55 vs 0.9 ms of
+wait, unread, in the kernel's socket buffers. A request holds its slot for at most
+`body_timeout` seconds while its body arrives, so clients that send headers and stall cannot
+keep the slots (they get a 408 and the connection is closed). Only bodies that cannot cost
+more than a millisecond or two (a JPEG or .npy under 64 KB, see `_cheap`) are classified on
+the loop itself: for them the hop to a thread cost more CPU than the work (0.55 vs 0.9 ms of
 server CPU per 64×64 JPEG in bench/serve_load.py). Memory per worker is therefore bounded by
 `max_inflight × (max_body + one decoded photo)`.
 """
@@ -31,7 +33,6 @@ from typing import Any
 from itsacat.errors import ItsacatError
 from itsacat.predict import Predictor
 from itsacat.serve.codec import (
-    JSON_TYPE,
     MAX_BATCH,
     MAX_BODY_BYTES,
     NPY_TYPE,
@@ -58,6 +59,8 @@ ENV_MAX_BODY = "ITSACAT_SERVE_MAX_BODY"
 ENV_INLINE = "ITSACAT_SERVE_INLINE_BYTES"
 # Bodies this small that `_cheap` vouches for are classified on the event loop itself.
 INLINE_BYTES = 64 * 1024
+# Seconds a request may take to deliver its body once it holds a slot: 16 MB at ~0.5 MB/s.
+BODY_TIMEOUT_S = 30.0
 # Blocks up to this size are reused from the heap; free heap space over _TRIM_BYTES goes back.
 _MMAP_BYTES = 8 * 1024 * 1024
 _TRIM_BYTES = 32 * 1024 * 1024
@@ -80,6 +83,7 @@ class ServeApp:
         max_batch: int = MAX_BATCH,
         max_inflight: int | None = None,
         inline_bytes: int = INLINE_BYTES,
+        body_timeout: float = BODY_TIMEOUT_S,
     ) -> None:
         self.predictor = predictor
         self.max_body = min(max_body, MAX_BODY_BYTES)
@@ -87,6 +91,7 @@ class ServeApp:
         self.threads = threads
         self.max_inflight = max_inflight or 4 * threads
         self.inline_bytes = inline_bytes
+        self.body_timeout = body_timeout
         self._pool: ThreadPoolExecutor | None = None
         self._slots: asyncio.Semaphore | None = None
         self._page: bytes | None = None
@@ -166,7 +171,14 @@ class ServeApp:
             self._slots = asyncio.Semaphore(self.max_inflight)
         async with self._slots:
             try:
-                body = await self._read_body(receive)
+                body = await asyncio.wait_for(self._read_body(receive), self.body_timeout)
+            except asyncio.TimeoutError:  # a stalled upload gives its slot back
+                message = (
+                    f"the body did not arrive within {self.body_timeout:g} s; send the whole "
+                    "body at once"
+                )
+                await _respond(send, 408, error_body(message, 408), close=True)
+                return
             except RequestError as exc:
                 await _respond(send, exc.status, error_body(str(exc), exc.status), close=True)
                 return
@@ -241,13 +253,13 @@ def _cheap(body: bytes, content_type: str | None, limit: int) -> bool:
     """Whether a body is certain to cost well under a millisecond or two to classify.
 
     Small JPEGs qualify (decoded at 1/8 scale, their cost follows their compressed size),
-    as do small .npy and JSON bodies. Small PNGs, GIFs… do not: a few KB of PNG can
-    inflate to millions of pixels.
+    as do small .npy bodies. Small PNGs, GIFs… do not: a few KB of PNG can inflate to
+    millions of pixels. Nor does JSON, whatever its size: it may hold such a PNG in base64
+    (3 KB of palette PNG decodes to 25 MP in 0.6 s).
     """
     if len(body) > limit:
         return False
-    kind = media_type(content_type)
-    return kind in (NPY_TYPE, JSON_TYPE) or body[:3] == b"\xff\xd8\xff"
+    return media_type(content_type) == NPY_TYPE or body[:3] == b"\xff\xd8\xff"
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from collections.abc import Callable
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 
 from itsacat.artifacts import Model, load_model, save_model
+from itsacat.cli import main
 from itsacat.data import N_X, Preprocessing
 from itsacat.errors import ModelError
 from itsacat.network import init_network, predict_proba
@@ -90,8 +93,115 @@ def test_load_errors_name_the_problem_and_fix(
         load_model(d)
     spec_path.write_text(json.dumps(spec))
     next(d.glob("weights-*.npz")).write_bytes(b"garbage")
-    with pytest.raises(ModelError, match="unreadable"):
+    with pytest.raises(ModelError, match="is damaged"):
         load_model(d)
+
+
+def _edit_spec(key: str, value: object = None) -> Callable[[Path], Path]:
+    """Damage: set model.json's `key` to `value`, or delete it when `value` is None."""
+
+    def damage(d: Path) -> Path:
+        spec = json.loads((d / "model.json").read_text())
+        if value is None:
+            del spec[key]
+        else:
+            spec[key] = value
+        (d / "model.json").write_text(json.dumps(spec))
+        return d / "model.json"
+
+    return damage
+
+
+def _write_spec(content: bytes) -> Callable[[Path], Path]:
+    def damage(d: Path) -> Path:
+        (d / "model.json").write_bytes(content)
+        return d / "model.json"
+
+    return damage
+
+
+def _spec_is_a_folder(d: Path) -> Path:
+    (d / "model.json").unlink()
+    (d / "model.json").mkdir()
+    return d / "model.json"
+
+
+def _truncate_weights(d: Path) -> Path:
+    (weights,) = d.glob("weights-*.npz")
+    weights.write_bytes(weights.read_bytes()[:-100])
+    return weights
+
+
+def _flip_a_weights_bit(d: Path) -> Path:
+    (weights,) = d.glob("weights-*.npz")
+    blob = bytearray(weights.read_bytes())
+    blob[len(blob) // 2] ^= 0x10  # inside W0's float32s: zip's own checks may not see it
+    weights.write_bytes(bytes(blob))
+    return weights
+
+
+def _diverged(value: float) -> Callable[[Path], Path]:
+    """A model saved, hash and all, by a training whose weights blew up."""
+
+    def damage(d: Path) -> Path:
+        model = load_model(d)
+        model.network.W[1][0, 0] = value
+        save_model(model, d)
+        (weights,) = d.glob("weights-*.npz")
+        return weights
+
+    return damage
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _truncate_weights,
+        _flip_a_weights_bit,
+        _write_spec(b"[]"),
+        _write_spec(b"\xff\xfe not UTF-8 \x80"),
+        _spec_is_a_folder,
+        _edit_spec("layer_sizes"),
+        _edit_spec("preprocessing"),
+        _edit_spec("classes", ["cat"]),
+        _edit_spec("hidden_activation", "swish"),
+        _edit_spec("weights_file", "../weights-elsewhere.npz"),
+        _diverged(np.nan),
+        _diverged(np.inf),
+    ],
+    ids=[
+        "truncated-weights",
+        "bit-flipped-weights",
+        "spec-a-list",
+        "spec-not-utf8",
+        "spec-a-folder",
+        "no-layer_sizes",
+        "no-preprocessing",
+        "one-class",
+        "unknown-activation",
+        "weights-elsewhere",
+        "nan-weights",
+        "infinite-weights",
+    ],
+)
+def test_a_damaged_model_is_one_line_naming_the_file_and_the_fix(
+    tmp_path: Path,
+    model_factory: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+    damage: Callable[[Path], Path],
+) -> None:
+    d = model_factory(tmp_path / "model")
+    damaged = damage(d)
+    with pytest.raises(
+        ModelError, match=r"retrain the model \(`dvc repro train`\) or restore"
+    ) as e:
+        load_model(d)
+    assert str(damaged) in str(e.value)
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"never read: the model fails first")
+    assert main(["predict", str(photo), "--model-dir", str(d)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("itsacat: error: ") and err.count("\n") == 1, err
 
 
 def test_predictor_classifies_real_photos(tiny_model_dir: Path, photos: list[Path]) -> None:
@@ -121,7 +231,15 @@ def test_a_model_saved_before_thresholds_travelled_calls_at_one_half(tmp_path: P
     (weights,) = tmp_path.glob("weights-*.npz")
     with np.load(weights) as npz:
         arrays = {k: npz[k] for k in npz.files if k != "threshold"}
-    np.savez(weights, **arrays)  # type: ignore[arg-type]
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    # as such a model was saved: named by the hash of its weights file
+    version = hashlib.sha256(buf.getvalue()).hexdigest()[:16]
+    weights.unlink()
+    (tmp_path / f"weights-{version}.npz").write_bytes(buf.getvalue())
+    spec = json.loads((tmp_path / "model.json").read_text())
+    spec.update(version=version, weights_file=f"weights-{version}.npz")
+    (tmp_path / "model.json").write_text(json.dumps(spec))
     assert load_model(tmp_path).threshold == 0.5
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from itsacat.config import ACTIVATIONS
 from itsacat.network import (
+    ACTIVATIONS,
     Network,
     backward,
     cost,

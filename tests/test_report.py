@@ -24,8 +24,11 @@ import yaml
 
 from itsacat.config import ReportParams, params_from_dict
 from itsacat.errors import ConfigError
+from itsacat.predict import Predictor
 from itsacat.report import (
+    ReportError,
     Row,
+    _predict,
     curves_from_tsvs,
     fmt,
     mark,
@@ -34,6 +37,7 @@ from itsacat.report import (
     params_table,
     regressions,
     rows_from_metrics_diff,
+    unknown_metrics,
 )
 from itsacat.scratch import copy_worktree, init_scratch_repo
 
@@ -124,6 +128,33 @@ def test_guarded_metrics_are_required_too() -> None:
         "test.f1 (base)",
         "test.f1 (branch)",
     ]
+
+
+def test_a_key_metrics_json_lacks_is_named_with_the_keys_it_has() -> None:
+    """A typo in params.yaml is not DVC's fault: the file was read, the key is not in it."""
+    rows = rows_from_metrics_diff(DIFF, "metrics.json")
+    params = _params(require=["test.acuracy", "test.accuracy"], guards={"test.f1": 0.01})
+    assert unknown_metrics(rows, params) == (
+        "metrics.json has no key test.acuracy (report.require in params.yaml), test.f1 "
+        "(report.guards in params.yaml); keys it has: test.accuracy, test.log_loss, "
+        "test.precision, train.accuracy, model.epochs_run, model.size_bytes. "
+        "Fix the name in params.yaml."
+    )
+    assert unknown_metrics(rows, _params(require=["test.accuracy"], guards={})) is None
+
+
+def test_a_metrics_file_dvc_read_on_neither_side_is_not_a_question_of_keys() -> None:
+    rows = rows_from_metrics_diff({"dvclive/metrics.json": DIFF["dvclive/metrics.json"]})
+    params = _params(require=["test.accuracy"], guards={})
+    assert unknown_metrics(rows, params) is None
+    assert missing_metrics(rows, params) == ["test.accuracy (base)", "test.accuracy (branch)"]
+
+
+def test_a_report_photo_that_is_not_an_image_is_named(tmp_path: Path, tiny_model_dir: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hi\n")
+    with pytest.raises(ReportError, match=f"^{re.escape(str(notes))}: the 3 bytes are not a JPEG"):
+        _predict(Predictor.load(tiny_model_dir), [notes])
 
 
 def test_marks_and_table() -> None:
@@ -355,6 +386,21 @@ def test_base_values_come_from_the_remote_in_a_fresh_clone(
     for key in ("test.accuracy", "test.log_loss", "train.accuracy"):
         assert _num(rows[key][0]) == pytest.approx(two_commits["base"][key], rel=1e-3)
     assert "No training curves" not in text  # main's curves streamed from the remote too
+
+
+@pytest.mark.pipeline
+def test_a_typo_in_report_require_names_the_key_not_dvc(two_commits: dict[str, Any]) -> None:
+    root = two_commits["root"]
+    before = (root / "params.yaml").read_text()
+    _set_params(root, {"report": {"require": ["test.acuracy"], "guards": {}}})
+    try:
+        proc, text = _report(root)
+    finally:
+        (root / "params.yaml").write_text(before)
+    assert proc.returncode == 1
+    line = "metrics.json has no key test.acuracy (report.require in params.yaml); keys it has: "
+    assert f"itsacat: error: {line}" in proc.stderr and "test.accuracy" in proc.stderr
+    assert "DVC could not read" not in proc.stderr and line in text
 
 
 @pytest.mark.pipeline

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,7 +118,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         data = Path(args.photo).read_bytes()
     except OSError as exc:
         raise ItsacatError(f"cannot read {args.photo}: {exc.strerror}") from None
-    p = predictor.predict_bytes(data, trace=True)
+    try:
+        p = predictor.predict_bytes(data, trace=True)
+    except ItsacatError as exc:  # name the photo, as `itsacat predict` does
+        raise ItsacatError(f"{args.photo}: {exc}") from None
     if args.json:
         print(json.dumps(p.to_json()))
         return 0
@@ -167,14 +171,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from itsacat.stages._common import setup_logging
+    from itsacat.stages._common import os_error_message, setup_logging
 
     args = build_parser().parse_args(argv)
     setup_logging()
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, for the last lines
+        return status
+    except BrokenPipeError:
+        # the reader left (`itsacat predict *.jpg | head -1`): stop quietly, as Python's
+        # docs on SIGPIPE advise; stdout goes to devnull so the exit flush cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except ItsacatError as exc:
         print(f"itsacat: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"itsacat: error: {os_error_message(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("itsacat: interrupted", file=sys.stderr)

@@ -27,7 +27,6 @@ import yaml
 
 from itsacat.errors import ConfigError
 
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
 OPTIMIZERS = ("gd", "momentum", "rmsprop", "adam")
 
 MAX_SHIFT = 16  # pixels: a quarter of the 64-pixel photo

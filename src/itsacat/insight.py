@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from itsacat.artifacts import NPZ_ERRORS
 from itsacat.backend import to_numpy
+from itsacat.errors import ModelError
 from itsacat.fileio import atomic_write_bytes, atomic_write_text
 from itsacat.network import Cache, Grads, Network, activate
 
@@ -143,16 +145,64 @@ class Insight:
 
 
 def load_insight(directory: str | Path) -> Insight:
-    from itsacat.errors import ModelError
-
+    """Read the record `InsightRecorder.save` wrote, checking it is whole."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ModelError(
+            f"{directory} is a file, not an insight folder (layers.json, perceptrons.npz); "
+            f"name the folder the train stage writes, or {_RETRAIN}"
+        )
+    layers, npz_path = directory / "layers.json", directory / "perceptrons.npz"
+    missing = ModelError(
+        f"no insight record in {directory}; run the train stage (`dvc repro train`) "
+        "with train.insight_every > 0"
+    )
     try:
-        rows = json.loads((directory / "layers.json").read_text())
-        with np.load(directory / "perceptrons.npz", allow_pickle=False) as npz:
+        rows = json.loads(layers.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise missing from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _damaged(layers, f"not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise _damaged(layers, f"unreadable ({exc.strerror or exc})") from None
+    try:
+        with np.load(npz_path, allow_pickle=False) as npz:
             units = {k: npz[k] for k in npz.files}
     except FileNotFoundError:
-        raise ModelError(
-            f"no insight record in {directory}; run the train stage (`dvc repro train`) "
-            "with train.insight_every > 0"
-        ) from None
+        raise missing from None
+    except NPZ_ERRORS as exc:
+        raise _damaged(npz_path, f"unreadable ({exc})") from None
+    _check(layers, rows, npz_path, units)
     return Insight(rows, units.pop("epochs"), units)
+
+
+_RETRAIN = "re-run the train stage (`dvc repro train`) to write it again"
+
+
+def _damaged(path: Path, problem: str) -> ModelError:
+    return ModelError(f"{path} is damaged: {problem}; {_RETRAIN}")
+
+
+def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def _check(layers: Path, rows: Any, npz_path: Path, units: dict[str, np.ndarray]) -> None:
+    """Every field `Insight`'s readers (`itsacat inspect`, the plots) index is there."""
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise _damaged(layers, "it holds no list of per-layer rows")
+    for i, row in enumerate(rows):
+        bad = [k for k in ("epoch", "layer", "size") if not _is(row.get(k), int)]
+        bad += [k for k in LAYER_STATS if not _is(row.get(k), (int, float))]
+        if bad or row["layer"] < 1:
+            raise _damaged(layers, f"row {i} has no number for {', '.join(bad or ['layer'])}")
+    epochs = units.get("epochs")
+    if epochs is None or epochs.ndim != 1 or not np.issubdtype(epochs.dtype, np.integer):
+        raise _damaged(npz_path, "it lacks `epochs`, the recorded epochs")
+    for l in range(1, max((int(r["layer"]) for r in rows), default=0) + 1):
+        for stat in PERCEPTRON_STATS:
+            a = units.get(f"L{l}_{stat}")
+            if a is None or a.ndim != 2 or a.shape[0] != len(epochs):
+                raise _damaged(
+                    npz_path, f"it lacks L{l}_{stat} of shape ({len(epochs)} records, units)"
+                )

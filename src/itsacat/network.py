@@ -24,6 +24,7 @@ from itsacat.backend import namespace
 
 Array = Any  # an NDArray of numpy or CuPy
 LEAKY_SLOPE = 0.01
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")  # the hidden layers' choices
 
 
 @dataclass

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from itsacat.config import ReportParams, load_params
 from itsacat.errors import ItsacatError
-from itsacat.fileio import atomic_write_bytes, atomic_write_text
+from itsacat.fileio import atomic_write_bytes, atomic_write_text, writable_folder
 
 if TYPE_CHECKING:  # the CLI imports this module to build its parser: keep that cheap
     from itsacat.predict import Predictor
@@ -138,6 +138,25 @@ def missing_metrics(rows: Sequence[Row], params: ReportParams) -> list[str]:
         if row is None or row.new is None:
             missing.append(f"{key} (branch)")
     return missing
+
+
+def unknown_metrics(rows: Sequence[Row], params: ReportParams) -> str | None:
+    """When DVC read the metrics file but neither side has a required or guarded key (a
+    typo in params.yaml, most likely), the message that says so; else None."""
+    keys = [r.key for r in rows if r.file == params.metrics_file]
+    if not keys:
+        return None  # DVC read the file on neither side: not a question of keys
+    unknown = [
+        f"{key} (report.{'require' if key in params.require else 'guards'} in params.yaml)"
+        for key in dict.fromkeys([*params.require, *params.guards])
+        if key not in keys
+    ]
+    if not unknown:
+        return None
+    return (
+        f"{params.metrics_file} has no key {', '.join(unknown)}; keys it has: "
+        f"{', '.join(keys)}. Fix the name in params.yaml."
+    )
 
 
 def regressions(rows: Sequence[Row], params: ReportParams) -> list[Regression]:
@@ -395,7 +414,10 @@ def _predict(predictor: Predictor, photos: Sequence[Path]) -> list[PhotoVerdict]
                 f"cannot read photo {photo}: {exc.strerror}; fix report.photos or "
                 "report.photo_dir in params.yaml, or pass --photos"
             ) from None
-        p = predictor.predict_bytes(data)
+        try:
+            p = predictor.predict_bytes(data)
+        except ItsacatError as exc:  # as `itsacat predict` says it: which photo, and why
+            raise ReportError(f"{photo}: {exc}") from None
         verdicts.append(PhotoVerdict(photo.name, p.label, p.probability))
     return verdicts
 
@@ -415,6 +437,10 @@ def build(
     root = root.resolve()
     out = out if out.is_absolute() else root / out
     plots_dir = plots_dir if plots_dir.is_absolute() else root / plots_dir
+    if out.is_dir():
+        raise ReportError(f"--out {out} is a folder; name the Markdown file to write")
+    for folder in (out.parent, plots_dir):  # before DVC's slow diffs, not after
+        writable_folder(folder)
     all_params = load_params(root / "params.yaml")
     params = all_params.report
     base_sha = resolve_rev(base, root)
@@ -422,6 +448,10 @@ def build(
 
     diff = _dvc_json(["metrics", "diff", base_sha, "--all", "--json"], root)
     rows = rows_from_metrics_diff(diff, params.metrics_file)
+    problem = unknown_metrics(rows, params)
+    if problem is not None:
+        atomic_write_text(out, render_failure(base, problem))
+        raise ReportError(problem)
     missing = missing_metrics(rows, params)
     if missing:
         problem = (

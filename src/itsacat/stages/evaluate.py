@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from itsacat import plots
-from itsacat.artifacts import load_model
+from itsacat.artifacts import load_model, weights_file
 from itsacat.config import EvaluateParams, load_params
 from itsacat.data import load_split
-from itsacat.fileio import atomic_write_text
+from itsacat.fileio import atomic_write_text, writable_folder
 from itsacat.insight import load_insight
 from itsacat.metrics import classification_metrics, confusion, roc_curve
 from itsacat.predict import Predictor
@@ -47,6 +47,10 @@ def _json(path: Path, obj: Any) -> None:
 
 def evaluate(params: EvaluateParams, paths: Paths = Paths()) -> dict[str, Any]:
     """Score every split, write metrics and pictures, return the metrics."""
+    # before any work: an unwritable eval/ found after metrics.json is rewritten would
+    # leave the new metrics beside the old pictures
+    for folder in (paths.metrics.parent, paths.out, paths.out / "plots"):
+        writable_folder(folder)
     model = load_model(paths.model)
     threshold = model.threshold  # the model's own, as every serving path uses it
     predictor = Predictor(model)
@@ -61,7 +65,8 @@ def evaluate(params: EvaluateParams, paths: Paths = Paths()) -> dict[str, Any]:
             k: round(v, 6)
             for k, v in classification_metrics(split.labels, probs[name], threshold).items()
         }
-    weights = next(paths.model.glob("weights-*.npz"))
+    # the file model.json names: a stale one an interrupted save left may lie beside it
+    weights = paths.model / weights_file(model.version)
     metrics["model"] = {
         "size_bytes": weights.stat().st_size,
         "train_seconds": model.metadata.get("train_seconds"),

@@ -1,0 +1,79 @@
+"""The evaluate stage on a tiny project: what it measures, and outputs it cannot write."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from itsacat.config import EvaluateParams
+from itsacat.data import Dataset, save_split
+from itsacat.errors import ItsacatError
+from itsacat.insight import InsightRecorder
+from itsacat.stages import evaluate as stage
+from itsacat.stages._common import run_stage
+
+PARAMS = EvaluateParams(gallery_size=2)
+
+
+@pytest.fixture
+def project(tmp_path: Path, model_factory: Callable[..., Path]) -> stage.Paths:
+    """prepared/ with 6 random photos per split, an untrained model, an empty insight/."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        images = rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+        save_split(tmp_path / "prepared" / f"{split}.npz", Dataset(images, np.tile([0, 1], 3)))
+    model_factory(tmp_path / "model")
+    InsightRecorder().save(tmp_path / "insight")
+    return stage.Paths(
+        prepared=tmp_path / "prepared",
+        model=tmp_path / "model",
+        insight=tmp_path / "insight",
+        metrics=tmp_path / "metrics.json",
+        out=tmp_path / "eval",
+    )
+
+
+def test_model_size_is_the_weights_file_model_json_names(project: stage.Paths) -> None:
+    spec = json.loads((project.model / "model.json").read_text())
+    named = project.model / spec["weights_file"]
+    for stale in ("0", "1", "2", "a", "f"):  # left by saves interrupted before the cleanup
+        (project.model / f"weights-{stale * 16}.npz").write_bytes(b"x" * 10)
+    metrics = stage.evaluate(PARAMS, project)
+    assert metrics["model"]["size_bytes"] == named.stat().st_size > 10
+    assert json.loads(project.metrics.read_text()) == metrics
+
+
+def _eval_a_file(paths: stage.Paths) -> None:
+    paths.out.write_text("not a folder")
+
+
+def _plots_a_file(paths: stage.Paths) -> None:
+    paths.out.mkdir()
+    (paths.out / "plots").write_text("not a folder")
+
+
+def _eval_read_only(paths: stage.Paths) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    paths.out.mkdir(mode=0o500)
+
+
+@pytest.mark.parametrize("block", [_eval_a_file, _plots_a_file, _eval_read_only])
+def test_unwritable_outputs_fail_before_metrics_json_changes(
+    project: stage.Paths,
+    capsys: pytest.CaptureFixture[str],
+    block: Callable[[stage.Paths], None],
+) -> None:
+    project.metrics.write_text('{"test": {"accuracy": 0.75}}\n')  # the last run's
+    block(project)
+    with pytest.raises(ItsacatError, match="eval"):
+        stage.evaluate(PARAMS, project)
+    assert run_stage(lambda: stage.evaluate(PARAMS, project)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("itsacat: error: ") and err.count("\n") == 1, err
+    assert project.metrics.read_text() == '{"test": {"accuracy": 0.75}}\n'

@@ -170,7 +170,8 @@ def _claiming_size(data: bytes, fmt: str, width: int, height: int) -> bytes:
     if fmt == "PNG":  # IHDR: width and height at 16-24, its CRC (over type and data) at 29
         ihdr = data[12:16] + size + data[24:29]
         return data[:16] + size + data[24:29] + zlib.crc32(ihdr).to_bytes(4, "big") + data[33:]
-    sof = data.index(b"\xff\xc0")  # SOF0: length (2), precision (1), height (2), width (2)
+    sof = max(data.find(b"\xff\xc0"), data.find(b"\xff\xc2"))  # SOF0 or SOF2 (progressive):
+    # length (2), precision (1), height (2), width (2)
     return data[: sof + 5] + size[6:8] + size[2:4] + data[sof + 9 :]
 
 
@@ -190,6 +191,22 @@ def test_too_large_images_are_refused_with_their_formats_limit(
         decode_image(data)
     other = MAX_PIXELS if limit == MAX_PIXELS_FULL_DECODE else MAX_PIXELS_FULL_DECODE
     assert f"{limit:,}" in str(err.value) and f"{other:,}" not in str(err.value)
+
+
+def test_progressive_jpegs_have_the_limit_of_images_decoded_whole() -> None:
+    """libjpeg keeps a progressive JPEG's coefficients whole (6 bytes a pixel at 4:4:4):
+    30 MP is refused as progressive, while the same claim in a baseline JPEG passes the
+    size check."""
+    small = Image.new("RGB", (64, 64))
+    progressive = encode(small, "JPEG", progressive=True)
+    assert Image.open(io.BytesIO(progressive)).info.get("progressive")
+    with pytest.raises(ImageError) as err:
+        decode_image(_claiming_size(progressive, "JPEG", 6_000, 5_000))
+    assert "progressive JPEG" in str(err.value) and f"{MAX_PIXELS_FULL_DECODE:,}" in str(err.value)
+    try:  # libjpeg may or may not make something of the short stream: either is fine here
+        decode_image(_claiming_size(encode(small, "JPEG"), "JPEG", 6_000, 5_000))
+    except ImageError as exc:
+        assert "allowed" not in str(exc)
 
 
 @pytest.mark.parametrize(("fmt", "mode"), [("PNG", "I;16"), ("TIFF", "I;16"), ("TIFF", "I")])

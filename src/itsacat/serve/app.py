@@ -17,7 +17,9 @@ keep the slots (they get a 408 and the connection is closed). Only bodies that c
 more than a millisecond or two (a JPEG or .npy under 64 KB, see `_cheap`) are classified on
 the loop itself: for them the hop to a thread cost more CPU than the work (0.55 vs 0.9 ms of
 server CPU per 64×64 JPEG in bench/serve_load.py). Memory per worker is therefore bounded by
-`max_inflight × (max_body + one decoded photo)`.
+`max_inflight × max_body` for the bodies, plus what `threads` decodes (and one inline) hold
+at once: at most about 200 MB each, for an image decoded whole (a PNG, GIF… or a progressive
+JPEG, all held under 25 MP by `data.decode_image`); a baseline JPEG streams at 1/8 scale.
 """
 
 from __future__ import annotations

@@ -68,24 +68,17 @@ def _truncate_npz(d: Path) -> Path:
     return npz
 
 
-def _npz_without_epochs(d: Path) -> Path:
-    npz = d / "perceptrons.npz"
-    with np.load(npz) as f:
-        arrays = {k: f[k] for k in f.files if k != "epochs"}
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    npz.write_bytes(buf.getvalue())
-    return npz
+def _npz_without(key: str) -> Callable[[Path], Path]:
+    def damage(d: Path) -> Path:
+        npz = d / "perceptrons.npz"
+        with np.load(npz) as f:
+            arrays = {k: f[k] for k in f.files if k != key}
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        npz.write_bytes(buf.getvalue())
+        return npz
 
-
-def _npz_without_a_layer(d: Path) -> Path:
-    npz = d / "perceptrons.npz"
-    with np.load(npz) as f:
-        arrays = {k: f[k] for k in f.files if k != "L2_fire_rate"}
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    npz.write_bytes(buf.getvalue())
-    return npz
+    return damage
 
 
 def _row_without(key: str) -> Callable[[Path], Path]:
@@ -115,8 +108,8 @@ def _a_file(d: Path) -> Path:
         _row_without("layer"),
         _row_without("act_mean"),
         _truncate_npz,
-        _npz_without_epochs,
-        _npz_without_a_layer,
+        _npz_without("epochs"),
+        _npz_without("L2_fire_rate"),
         _a_file,
     ],
     ids=[

@@ -20,6 +20,7 @@ import yaml
 
 from itsacat.stages.train import Paths, fingerprint, load_checkpoint
 from signals import signal_when
+from stage import run_stage
 
 EPOCHS = 300
 
@@ -48,13 +49,7 @@ def _copy(src: Path, dst: Path) -> Path:
 
 
 def _train(cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "itsacat.stages.train"],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_stage("train", cwd)
 
 
 def _interrupt(cwd: Path, sig: int, at_epoch: int) -> tuple[int, str]:

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stage import run_stage
+
 LOSSES = Path("dvclive") / "plots" / "metrics" / "train" / "loss.tsv"
 
 
@@ -35,13 +37,7 @@ def trained_dir(
 
 
 def _train(cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "itsacat.stages.train"],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_stage("train", cwd)
 
 
 def _with(src: Path, dst: Path, **train: object) -> Path:

@@ -11,6 +11,7 @@ import http.client
 import io
 import json
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,8 +25,10 @@ from PIL import Image
 from conftest import free_port
 from itsacat.cli import main as cli_main
 from itsacat.config import Params, params_from_dict
+from itsacat.deploy import local
 from itsacat.deploy.common import DeployError
 from itsacat.deploy.local import deploy_local, endpoint_status, pid_alive, stop_endpoint
+from itsacat.serve.process import ServerProcess
 
 from .conftest import answers
 
@@ -214,3 +217,82 @@ def test_cli_deploy_status_stop(params, model_a, tmp_path, capsys):
     assert version_of(model_a) in out and f":{local.port}" in out
     assert cli_main(["endpoint", "stop", *args]) == 0
     assert "stopped" in capsys.readouterr().out
+
+
+def write_stale_state(params: Params, pids: list[int]) -> None:
+    """A state.json whose pids now belong to other programs (as after a reboot)."""
+    folder = Path(params.deploy.local.state_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    proxy = {"pid": pids[0], "host": "127.0.0.1", "port": params.deploy.local.port}
+    active = {"pid": pids[1], "port": free_port(), "version": "0123456789abcdef"}
+    state = {"proxy": proxy, "active": active, "previous": None}
+    (folder / "state.json").write_text(json.dumps(state))
+
+
+def test_stale_pids_in_the_state_are_never_signalled(params, model_a):
+    others = [subprocess.Popen(["sleep", "60"]) for _ in range(2)]
+    try:
+        write_stale_state(params, [p.pid for p in others])
+        status = endpoint_status(params)
+        assert not status["proxy_alive"] and not status["backend_alive"]
+        assert stop_endpoint(params) == []
+        write_stale_state(params, [p.pid for p in others])
+        assert deploy_local(model_a, params).outcome == "deployed"
+        assert ask(params.deploy.local.port)["model_version"] == version_of(model_a)
+        stop_endpoint(params)
+        assert [p.poll() for p in others] == [None, None], "another program was killed"
+    finally:
+        for p in others:
+            p.kill()
+            p.wait()
+
+
+def interrupt(*args: Any, **kwargs: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.fixture
+def spawned(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The pid of every process a deploy starts."""
+    pids: list[int] = []
+    real = local._spawn
+
+    def spawn(cmd: list[str], log_path: Path) -> Any:
+        proc = real(cmd, log_path)
+        pids.append(proc.pid)
+        return proc
+
+    monkeypatch.setattr(local, "_spawn", spawn)
+    return pids
+
+
+@pytest.mark.parametrize("when", ["starting", "smoke test", "switched"])
+def test_interrupted_deploy_leaves_the_old_one_serving(
+    params, model_a, model_b, spawned, monkeypatch, when
+):
+    first = deploy_local(model_a, params)
+    spawned.clear()
+    if when == "starting":
+        monkeypatch.setattr(ServerProcess, "wait_ready", interrupt)
+    elif when == "smoke test":
+        monkeypatch.setattr(local, "run_smoke", interrupt)
+    else:  # the backend check passes, Ctrl-C comes while checking through the proxy
+        checks = iter([local.run_smoke, interrupt])
+        monkeypatch.setattr(local, "run_smoke", lambda *a: next(checks)(*a))
+    with pytest.raises(KeyboardInterrupt):
+        deploy_local(model_b, params)
+    assert len(spawned) == 1
+    assert not pid_alive(spawned[0]), "the interrupted deploy's server outlived it"
+    assert ask(params.deploy.local.port)["model_version"] == version_of(model_a)
+    status = endpoint_status(params)
+    assert status["version"] == version_of(model_a) and status["backend_alive"]
+    assert status["backend"]["pid"] == first.details["backend"]["pid"]
+
+
+def test_interrupted_first_deploy_leaves_no_proxy(params, model_a, spawned, monkeypatch):
+    monkeypatch.setattr(local, "_proxy_status", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        deploy_local(model_a, params)
+    assert len(spawned) == 1 and not pid_alive(spawned[0])
+    monkeypatch.undo()
+    assert deploy_local(model_a, params).outcome == "deployed"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 
 STATE = "state.json"
 CONTROL = "control.sock"
+PROXY_MODULE = "itsacat.deploy.proxy"
+SERVER_MODULE = "itsacat.serve.server"
 
 
 def state_dir(params: Params, base: Path = Path(".")) -> Path:
@@ -101,6 +104,31 @@ def pid_alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _cmdline(pid: int) -> list[str]:
+    """The arguments `pid` runs with ([] when unreadable): /proc on Linux, `ps` elsewhere."""
+    if Path("/proc/self/cmdline").exists():
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            return []
+    ps = ["ps", "-ww", "-o", "args=", "-p", str(pid)]
+    return subprocess.run(ps, capture_output=True, text=True, check=False).stdout.split()
+
+
+def ours(record: dict[str, Any] | None, module: str) -> bool:
+    """Whether the process `record` (from state.json) names still runs, as the one we started.
+
+    A pid in an old state.json (the endpoint died, the machine rebooted) may belong to
+    another program by now: it must never be signalled, so the command line must still be
+    `module` on the recorded port.
+    """
+    if not record or not pid_alive(record.get("pid")):
+        return False
+    args = _cmdline(int(record["pid"]))
+    port = str(record.get("port"))
+    return module in args and any(a == "--port" and b == port for a, b in itertools.pairwise(args))
 
 
 def stop_pid(pid: int | None, timeout: float) -> None:
@@ -160,7 +188,7 @@ def _spawn(cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
 
 def _ensure_proxy(folder: Path, lp: LocalDeployParams, state: dict[str, Any]) -> dict[str, Any]:
     proxy = state.get("proxy") or {}
-    if pid_alive(proxy.get("pid")) and _proxy_status(folder) is not None:
+    if ours(proxy, PROXY_MODULE) and _proxy_status(folder) is not None:
         if (proxy.get("host"), proxy.get("port")) != (lp.host, lp.port):
             raise DeployError(
                 f"the local endpoint's proxy listens on {proxy.get('host')}:{proxy.get('port')}, "
@@ -168,7 +196,7 @@ def _ensure_proxy(folder: Path, lp: LocalDeployParams, state: dict[str, Any]) ->
             )
         return dict(proxy)
     log_path = folder / "logs" / "proxy.log"
-    cmd = [sys.executable, "-m", "itsacat.deploy.proxy", "--host", lp.host]
+    cmd = [sys.executable, "-m", PROXY_MODULE, "--host", lp.host]
     cmd += ["--port", str(lp.port), "--control", str(folder / CONTROL)]
     if len(str(folder / CONTROL)) > 100:
         raise DeployError(
@@ -177,13 +205,18 @@ def _ensure_proxy(folder: Path, lp: LocalDeployParams, state: dict[str, Any]) ->
         )
     proc = _spawn(cmd, log_path)
     deadline = time.monotonic() + 15
-    while _proxy_status(folder) is None:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_pid(proc.pid, 2)
-            raise DeployError(
-                f"the local endpoint's proxy did not start: {_log_tail(log_path) or 'no output'}"
-            )
-        time.sleep(0.05)
+    try:
+        while _proxy_status(folder) is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop_pid(proc.pid, 2)
+                raise DeployError(
+                    "the local endpoint's proxy did not start: "
+                    f"{_log_tail(log_path) or 'no output'}"
+                )
+            time.sleep(0.05)
+    except KeyboardInterrupt:  # not yet in state.json: it would hold the port, unstoppable
+        stop_pid(proc.pid, 2)
+        raise
     log.info("started the proxy on http://%s:%d (pid %d)", lp.host, lp.port, proc.pid)
     return {"pid": proc.pid, "host": lp.host, "port": lp.port, "log": str(log_path)}
 
@@ -219,7 +252,7 @@ def _start_backend(
 
     port = free_port()
     log_path = folder / "logs" / f"serve-{version}-{port}.log"
-    cmd = [sys.executable, "-m", "itsacat.serve.server", "--model-dir", str(snapshot)]
+    cmd = [sys.executable, "-m", SERVER_MODULE, "--model-dir", str(snapshot)]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
     if lp.workers:
         cmd += ["--workers", str(lp.workers)]
@@ -231,6 +264,9 @@ def _start_backend(
         raise DeployError(
             f"the new model's server did not start ({exc}): {_log_tail(log_path)}"
         ) from None
+    except KeyboardInterrupt:  # not yet in state.json: `endpoint stop` would never find it
+        stop_pid(proc.pid, 5)
+        raise
     return {
         "pid": proc.pid,
         "port": port,
@@ -279,6 +315,29 @@ def _history(state: dict[str, Any], version: str, outcome: str) -> list[dict[str
     return [*state.get("history", []), entry][-20:]
 
 
+def _abandon(
+    folder: Path,
+    new: dict[str, Any],
+    old: dict[str, Any] | None,
+    lp: LocalDeployParams,
+    serving: str,
+) -> None:
+    """Undo a deploy interrupted (Ctrl-C) before state.json named `new`: the proxy goes
+    back to `old` if the switch had begun, and `new`, recorded nowhere, is stopped."""
+    if old is not None:
+        try:
+            _switch(folder, old, lp.drain_timeout_s)
+        except (OSError, ValueError, DeployError) as exc:
+            log.warning("could not route the proxy back to model %s: %s", old["version"], exc)
+    stop_pid(new["pid"], lp.drain_timeout_s)
+    log.warning(
+        "deploy of model %s interrupted: stopped its server (pid %d); %s",
+        new["version"],
+        new["pid"],
+        serving,
+    )
+
+
 def deploy_local(model_dir: Path, params: Params, base: Path = Path(".")) -> DeployResult:
     """Blue/green switch of the local endpoint to `model_dir`; see the module docstring."""
     from itsacat.deploy.aws_common import notify
@@ -293,7 +352,7 @@ def deploy_local(model_dir: Path, params: Params, base: Path = Path(".")) -> Dep
         state["proxy"] = _ensure_proxy(folder, lp, state)
         write_state(folder, state)
         old = state.get("active")
-        if old and not (pid_alive(old.get("pid")) and ping(old["port"])):
+        if old and not (ours(old, SERVER_MODULE) and ping(old["port"])):
             log.warning("the live backend (model %s, pid %s) is gone", old["version"], old["pid"])
             old = None
         routed = (_proxy_status(folder) or {}).get("backend") or {}
@@ -312,27 +371,34 @@ def deploy_local(model_dir: Path, params: Params, base: Path = Path(".")) -> Dep
             write_state(folder, state)
             notify(params, "rollback", f"itsacat local: {exc}; {serving}", target="local")
             raise DeployError(f"{exc}; {serving}") from None
-        report = run_smoke(http_invoker(new["port"], params.deploy.smoke.timeout_s), cases, version)
-        if not report.ok:
-            stop_pid(new["pid"], lp.drain_timeout_s)
-            message = f"smoke test of model {version} failed: {report.first_problem()}; {serving}"
-            state["history"] = _history(state, version, "smoke test failed")
-            write_state(folder, state)
-            notify(params, "rollback", f"itsacat local: {message}", target="local")
-            raise DeployError(message + "\n" + report.summary())
+        switching = False
+        try:
+            timeout = params.deploy.smoke.timeout_s
+            report = run_smoke(http_invoker(new["port"], timeout), cases, version)
+            if not report.ok:
+                stop_pid(new["pid"], lp.drain_timeout_s)
+                message = f"smoke test of model {version} failed: {report.first_problem()}; "
+                message += serving
+                state["history"] = _history(state, version, "smoke test failed")
+                write_state(folder, state)
+                notify(params, "rollback", f"itsacat local: {message}", target="local")
+                raise DeployError(message + "\n" + report.summary())
 
-        drained = _switch(folder, new, lp.drain_timeout_s)
-        through = run_smoke(
-            http_invoker(lp.port, params.deploy.smoke.timeout_s), cases[:1], version
-        )
-        if not through.ok:
-            if old:
-                _switch(folder, old, lp.drain_timeout_s)
-            stop_pid(new["pid"], lp.drain_timeout_s)
-            raise DeployError(
-                f"the proxy on {url} does not reach the new model ({through.first_problem()}); "
-                f"{'switched back to ' + old['version'] if old else 'nothing serves'}"
-            )
+            switching = True
+            drained = _switch(folder, new, lp.drain_timeout_s)
+            through = run_smoke(http_invoker(lp.port, timeout), cases[:1], version)
+            if not through.ok:
+                if old:
+                    _switch(folder, old, lp.drain_timeout_s)
+                stop_pid(new["pid"], lp.drain_timeout_s)
+                raise DeployError(
+                    f"the proxy on {url} does not reach the new model "
+                    f"({through.first_problem()}); "
+                    f"{'switched back to ' + old['version'] if old else 'nothing serves'}"
+                )
+        except KeyboardInterrupt:
+            _abandon(folder, new, old if switching else None, lp, serving)
+            raise
         state.update(
             active=new,
             previous=old,
@@ -360,14 +426,14 @@ def endpoint_status(params: Params, base: Path = Path(".")) -> dict[str, Any]:
     folder = state_dir(params, base)
     state = read_state(folder)
     proxy, active = state.get("proxy") or {}, state.get("active") or {}
-    routed = _proxy_status(folder) if pid_alive(proxy.get("pid")) else None
+    routed = _proxy_status(folder) if ours(proxy, PROXY_MODULE) else None
     return {
         "state_dir": str(folder),
         "url": f"http://{proxy['host']}:{proxy['port']}" if proxy else None,
         "proxy_alive": routed is not None,
         "requests_served": (routed or {}).get("served"),
         "version": active.get("version"),
-        "backend_alive": bool(active) and pid_alive(active.get("pid")) and ping(active["port"]),
+        "backend_alive": ours(active, SERVER_MODULE) and ping(active["port"]),
         "backend": active or None,
         "previous_version": (state.get("previous") or {}).get("version"),
     }
@@ -381,12 +447,12 @@ def stop_endpoint(params: Params, base: Path = Path(".")) -> list[str]:
         state = read_state(folder)
         timeout = params.deploy.local.drain_timeout_s
         proxy = state.get("proxy") or {}
-        if pid_alive(proxy.get("pid")):
+        if ours(proxy, PROXY_MODULE):
             stop_pid(proxy["pid"], timeout)
             stopped.append(f"proxy (pid {proxy['pid']})")
         for key in ("active", "previous"):
             backend = state.get(key) or {}
-            if pid_alive(backend.get("pid")):
+            if ours(backend, SERVER_MODULE):
                 stop_pid(backend["pid"], timeout)
                 stopped.append(f"model {backend['version']} (pid {backend['pid']})")
         state.update(proxy=None, active=None, previous=None)

@@ -11,6 +11,7 @@ import http.client
 import io
 import json
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -211,12 +212,16 @@ def test_cli_deploy_status_stop(params, model_a, tmp_path, capsys):
         )
     )
     args = ["--params", str(yaml)]
+    assert cli_main(["endpoint", "status", *args]) == 0
+    assert capsys.readouterr().out == "local: nothing deployed\n"  # not a list of Nones
     assert cli_main(["deploy", "--model-dir", str(model_a), *args]) == 0
     assert cli_main(["endpoint", "status", *args]) == 0
     out = capsys.readouterr().out
     assert version_of(model_a) in out and f":{local.port}" in out
     assert cli_main(["endpoint", "stop", *args]) == 0
     assert "stopped" in capsys.readouterr().out
+    assert cli_main(["endpoint", "status", *args]) == 0
+    assert capsys.readouterr().out == "local: nothing deployed\n"
 
 
 def write_stale_state(params: Params, pids: list[int]) -> None:
@@ -296,3 +301,18 @@ def test_interrupted_first_deploy_leaves_no_proxy(params, model_a, spawned, monk
     assert len(spawned) == 1 and not pid_alive(spawned[0])
     monkeypatch.undo()
     assert deploy_local(model_a, params).outcome == "deployed"
+
+
+def test_a_port_in_use_is_one_error_line(params, model_a, tmp_path, capsys):
+    local = params.deploy.local
+    yaml = tmp_path / "params.yaml"
+    yaml.write_text(
+        json.dumps({"deploy": {"local": {"port": local.port, "state_dir": local.state_dir}}})
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", local.port))
+        taken.listen()
+        assert cli_main(["deploy", "--model-dir", str(model_a), "--params", str(yaml)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("itsacat: error:") == 1, err
+    assert str(local.port) in err

@@ -165,11 +165,13 @@ def _proxy_status(folder: Path) -> dict[str, Any] | None:
 
 
 def _log_tail(path: Path, lines: int = 3) -> str:
+    """The last lines of a child's log, on one line, without the child's own "itsacat:
+    error:" prefix (the message that quotes them gets that prefix once, when printed)."""
     try:
         tail = path.read_text(errors="replace").strip().splitlines()[-lines:]
     except OSError:
         return ""
-    return " | ".join(t.strip() for t in tail)
+    return " | ".join(t.strip().removeprefix("itsacat: error: ") for t in tail)
 
 
 def _spawn(cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -421,11 +423,14 @@ def deploy_local(model_dir: Path, params: Params, base: Path = Path(".")) -> Dep
     return result
 
 
-def endpoint_status(params: Params, base: Path = Path(".")) -> dict[str, Any]:
-    """What the local endpoint runs: proxy and backend, alive or not, and the live version."""
+def endpoint_status(params: Params, base: Path = Path(".")) -> dict[str, Any] | None:
+    """What the local endpoint runs: proxy and backend, alive or not, and the live version;
+    None when nothing was ever deployed here or the endpoint was stopped."""
     folder = state_dir(params, base)
     state = read_state(folder)
     proxy, active = state.get("proxy") or {}, state.get("active") or {}
+    if not proxy and not active:
+        return None
     routed = _proxy_status(folder) if ours(proxy, PROXY_MODULE) else None
     return {
         "state_dir": str(folder),

@@ -186,3 +186,27 @@ def test_cli_bad_setup_is_one_line(
     params.write_text("aws:\n  region: eu-west-1\n  bucket: itsacat-east\n")
     assert cli_main(["aws", "bootstrap", "--params", str(params), "--github-repo", "o/n"]) == 1
     assert "is in us-east-1 but aws.region says eu-west-1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("prefix", ["itsacat", "cat-experiments", "Team/Cats.v2"])
+def test_policy_admits_the_job_names_the_jobs_get(prefix: str) -> None:
+    """The policy must match the names training and tuning really give their jobs, which
+    clean and shorten aws.prefix (a tuning job name has at most 32 characters)."""
+    from fnmatch import fnmatchcase
+
+    from itsacat.aws.training import job_name
+    from itsacat.aws.tuning import tuning_job_name
+
+    policy = ci_policy(ACCOUNT, "us-east-1", "itsacat-data", prefix, "arn:aws:iam::1:role/sm")
+    (statement,) = [s for s in policy["Statement"] if s["Sid"] == "SageMakerTrainAndTune"]
+    sm = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:"
+    tuning = tuning_job_name(prefix)
+    arns = [
+        f"{sm}training-job/{job_name(prefix)}",
+        f"{sm}hyper-parameter-tuning-job/{tuning}",
+        f"{sm}training-job/{tuning}-001-0a1b2c3d",  # one the tuning job starts
+    ]
+    for arn in arns:
+        # SageMaker lowercases names in ARNs; the names are lower case already
+        assert arn == arn.lower()
+        assert any(fnmatchcase(arn, r) for r in statement["Resource"]), (arn, statement)

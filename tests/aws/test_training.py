@@ -339,3 +339,117 @@ def test_a_reclaimed_spot_job_resumes_from_its_checkpoint_to_the_same_model(
     where = JobLocations(bucket, f"itsacat/training/{name}")
     left = s3.list_objects_v2(Bucket=bucket, Prefix=where.checkpoint_prefix)
     assert left["KeyCount"] == 0  # the job is done: train_on_sagemaker removed them
+
+
+def _fail_describe(monkeypatch: pytest.MonkeyPatch, code: str, times: int) -> list[str]:
+    """moto's DescribeTrainingJob answers `code` for its first `times` calls; → the calls."""
+    from moto.core.exceptions import JsonRESTError
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    calls: list[str] = []
+    describe = SageMakerModelBackend.describe_training_job
+
+    def flaky(self: SageMakerModelBackend, training_job_name: str) -> object:
+        calls.append(training_job_name)
+        if len(calls) <= times:
+            raise JsonRESTError(code, "Rate exceeded" if "Thrott" in code else "not allowed")
+        return describe(self, training_job_name)
+
+    monkeypatch.setattr(SageMakerModelBackend, "describe_training_job", flaky)
+    return calls
+
+
+def _no_retry_sagemaker() -> object:
+    """A SageMaker client whose own retries are spent at once (as after botocore's five)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "sagemaker", config=Config(retries={"mode": "standard", "total_max_attempts": 1})
+    )
+
+
+@pytest.mark.aws
+def test_throttled_polling_keeps_waiting_for_the_job(
+    bucket: str,
+    sagemaker_runs: list[Run],
+    prepared: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A throttled (or dropped) status check must not abandon a job that runs and bills on."""
+    calls = _fail_describe(monkeypatch, "ThrottlingException", times=3)
+    params = small_params(aws={"role_arn": ROLE, "bucket": bucket}, train={"compute": "sagemaker"})
+    paths = _paths(tmp_path, prepared)
+    waits: list[float] = []
+    name = train_on_sagemaker(
+        params, paths=paths, sagemaker=_no_retry_sagemaker(), sleep=waits.append
+    )
+    assert len(calls) == 4 and waits == [params.aws.poll_s] * 3
+    assert load_model(paths.model).metadata["epochs_run"] == 30
+    assert f"checking SageMaker training job {name} failed" in caplog.text
+    assert "ThrottlingException" in caplog.text
+
+
+@pytest.mark.aws
+def test_polling_that_cannot_go_on_says_the_job_runs_on(
+    bucket: str, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _fail_describe(monkeypatch, "AccessDeniedException", times=100)
+    params = small_params(aws={"role_arn": ROLE, "bucket": bucket}, train={"compute": "sagemaker"})
+    with pytest.raises(AWSError) as info:
+        train_on_sagemaker(params, paths=_paths(tmp_path, prepared), sleep=lambda s: None)
+    (name,) = set(calls)
+    message = str(info.value)
+    assert "\n" not in message and "access denied" in message
+    assert f"job {name} goes on running on SageMaker" in message
+    assert f"aws sagemaker stop-training-job --training-job-name {name}" in message
+    assert f"s3://{bucket}/itsacat/training/{name}/output/model.tar.gz" in message
+
+
+@pytest.mark.aws
+def test_bucket_in_another_region_is_refused_before_uploading(
+    aws_env: str, prepared: Path, tmp_path: Path
+) -> None:
+    s3 = client("s3", "eu-west-1")
+    s3.create_bucket(
+        Bucket="itsacat-eu", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    params = small_params(
+        aws={"role_arn": ROLE, "bucket": "itsacat-eu", "region": "us-east-1"},
+        train={"compute": "sagemaker"},
+    )
+    with pytest.raises(
+        AWSError,
+        match=r"bucket itsacat-eu is in eu-west-1 but aws.region says "
+        r"us-east-1; set aws.region: eu-west-1",
+    ):
+        train_on_sagemaker(params, paths=_paths(tmp_path, prepared))
+    assert s3.list_objects_v2(Bucket="itsacat-eu")["KeyCount"] == 0
+    assert client("sagemaker", "us-east-1").list_training_jobs()["TrainingJobSummaries"] == []
+
+
+@pytest.mark.aws
+def test_a_multi_line_failure_reason_is_reported_in_one_line(
+    bucket: str, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SageMaker's own reasons span lines (`AlgorithmError: ExecuteUserScriptError:\\n…`)."""
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    create = SageMakerModelBackend.create_training_job
+    reason = 'AlgorithmError: ExecuteUserScriptError:\nExitCode 1\nErrorMessage "MemoryError"\n'
+
+    def create_failing(self: SageMakerModelBackend, *args: object, **kwargs: object) -> object:
+        job = create(self, *args, **kwargs)
+        job.training_job_status = "Failed"
+        job.failure_reason = reason
+        return job
+
+    monkeypatch.setattr(SageMakerModelBackend, "create_training_job", create_failing)
+    params = small_params(aws={"role_arn": ROLE, "bucket": bucket}, train={"compute": "sagemaker"})
+    with pytest.raises(AWSError) as info:
+        train_on_sagemaker(params, paths=_paths(tmp_path, prepared))
+    message = str(info.value)
+    assert "\n" not in message
+    assert 'ExecuteUserScriptError: ExitCode 1 ErrorMessage "MemoryError"; see its log' in message

@@ -74,7 +74,8 @@ def resolve_bucket(aws: AwsParams, root: Path = Path()) -> str:
     return match.group(1)
 
 
-def _bucket_region(s3: Any, bucket: str) -> str:
+def bucket_region(s3: Any, bucket: str) -> str:
+    """The region `bucket` lives in (GetBucketLocation's quirks undone)."""
     location = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint")
     return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
 
@@ -96,7 +97,7 @@ def _check_existing(s3: Any, bucket: str, region: str) -> bool:
                 "another in .dvc/config (remote s3) or grant access"
             ) from None
         raise explain(exc, f"checking bucket {bucket}", region) from None
-    actual = _bucket_region(s3, bucket)
+    actual = bucket_region(s3, bucket)
     if actual != region:
         raise AWSError(
             f"bucket {bucket} is in {actual} but aws.region says {region}; set aws.region: "
@@ -207,7 +208,14 @@ def ensure_bucket(s3: Any, bucket: str, region: str) -> BucketReport:
 def ci_policy(
     account: str, region: str, bucket: str, prefix: str, execution_role_arn: str
 ) -> dict[str, Any]:
-    """The IAM policy the CI role needs: the DVC bucket, SageMaker, Lambda, alarms, SNS."""
+    """The IAM policy the CI role needs: the DVC bucket, SageMaker, Lambda, alarms, SNS.
+
+    SageMaker resources are matched by the job-name prefixes the jobs really get
+    (`aws.prefix` cleaned, lowercased and cut to fit), not by `prefix` as written."""
+    from itsacat.aws.training import name_prefix
+    from itsacat.aws.tuning import TUNING_PREFIX_LIMIT
+
+    job, tuning = name_prefix(prefix, 32), name_prefix(prefix, TUNING_PREFIX_LIMIT)
     arn = f"arn:aws:{{}}:{region}:{account}:"
     sm, lam = arn.format("sagemaker"), arn.format("lambda")
     return {
@@ -243,10 +251,13 @@ def ci_policy(
                     "sagemaker:ListTrainingJobsForHyperParameterTuningJob",
                     "sagemaker:AddTags",
                 ],
-                "Resource": [
-                    f"{sm}training-job/{prefix}-*",
-                    f"{sm}hyper-parameter-tuning-job/{prefix}-*",
-                ],
+                "Resource": sorted(
+                    {
+                        f"{sm}training-job/{job}-*",
+                        f"{sm}training-job/{tuning}-*",  # a tuning job's training jobs
+                        f"{sm}hyper-parameter-tuning-job/{tuning}-*",
+                    }
+                ),
             },
             {
                 "Sid": "SageMakerDeploy",

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from itsacat.aws.clients import aws_errors, client, explain
+from itsacat.aws.clients import aws_errors, client, error_code, explain
 from itsacat.aws.sm_entry import CHANNEL, CHECKPOINT_DIR
 from itsacat.config import Params, params_to_dict
 from itsacat.errors import AWSError, ConfigError, DataError
@@ -90,11 +90,17 @@ def instance_type(params: Params) -> str:
     return params.aws.instance_type or DEFAULT_INSTANCE[params.train.backend]
 
 
+def name_prefix(prefix: str, limit: int) -> str:
+    """aws.prefix as the start of a SageMaker job name: what SageMaker accepts, at most
+    `limit` chars, lower case (SageMaker lowercases names in ARNs, which IAM policies match;
+    `itsacat aws bootstrap`'s policy is written from this same function)."""
+    return re.sub(r"[^a-z0-9-]+", "-", prefix.lower()).strip("-")[:limit] or "itsacat"
+
+
 def job_name(prefix: str, kind: str = "train") -> str:
     """A unique SageMaker job name: PREFIX-KIND-YYYYmmdd-HHMMSS-xxxx, at most 63 chars."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    clean = re.sub(r"[^A-Za-z0-9-]+", "-", prefix).strip("-")[:32] or "itsacat"
-    return f"{clean}-{kind}-{stamp}-{secrets.token_hex(2)}"
+    return f"{name_prefix(prefix, 32)}-{kind}-{stamp}-{secrets.token_hex(2)}"
 
 
 def hyperparameters(params: Params) -> dict[str, str]:
@@ -230,7 +236,10 @@ def job_request(
 
 
 def check_ready(params: Params, s3: Any, bucket: str, prepared: Path) -> None:
-    """Fail before uploading anything: no role, no prepared data, no bucket."""
+    """Fail before uploading anything: no role, no prepared data, no bucket, or a bucket
+    in another region (boto3 follows S3's redirect, but SageMaker reads only its own)."""
+    from itsacat.aws.bootstrap import bucket_region
+
     if not params.aws.role_arn:
         raise ConfigError(
             "train.compute: sagemaker needs aws.role_arn, the SageMaker execution role, "
@@ -238,8 +247,15 @@ def check_ready(params: Params, s3: Any, bucket: str, prepared: Path) -> None:
         )
     if not (prepared / "train.npz").exists():
         raise DataError(f"{prepared}/train.npz does not exist; run `dvc repro prepare` first")
-    with aws_errors(f"checking bucket {bucket}", params.aws.region):
+    region = params.aws.region
+    with aws_errors(f"checking bucket {bucket}", region):
         s3.head_bucket(Bucket=bucket)
+        actual = bucket_region(s3, bucket)
+    if actual != region:
+        raise AWSError(
+            f"bucket {bucket} is in {actual} but aws.region says {region}; set aws.region: "
+            f"{actual} in params.yaml (SageMaker reads only buckets in its own region)"
+        )
 
 
 def upload_inputs(s3: Any, where: JobLocations, prepared: Path, backend: str) -> None:
@@ -277,24 +293,87 @@ JOB_API = {
 }
 
 
+# Answers worth asking again after: throttling, AWS's own 5xx, a dropped connection.
+TRANSIENT_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "ServiceUnavailable",
+        "InternalFailure",
+        "InternalServerError",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+MAX_POLL_FAILURES = 20  # consecutive failed status checks before giving up on waiting
+
+
+def transient(exc: BaseException) -> bool:
+    """True for a failure that a later try may not meet (botocore's own retries spent)."""
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return error_code(exc) in TRANSIENT_CODES or int(status or 0) >= 500
+    return False
+
+
+def _cli(call: str, key: str, name: str) -> str:
+    """The AWS CLI spelling of a SageMaker call on one job."""
+    flag = re.sub(r"(?<!^)(?=[A-Z])", "-", key).lower()
+    return f"`aws sagemaker {call.replace('_', '-')} --{flag} {name}`"
+
+
 def wait_for_job(
     sagemaker: Any,
     name: str,
     poll_s: float,
     *,
     kind: str = "training",
+    result: str = "",
     on_status: Callable[[dict[str, Any]], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Poll a SageMaker training or tuning job until it ends, logging each new status;
-    return its description. Ctrl-C stops the job on SageMaker too (it would run on, and
-    bill, otherwise), then re-raises."""
+    return its description. A status check that fails for a while (throttling, the
+    network) is tried again; one that cannot go on says that the job runs on, how to
+    follow or stop it and where `result` (its output) will be. Ctrl-C stops the job on
+    SageMaker too (it would run on, and bill, otherwise), then re-raises."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     describe, stop, key, status_key = JOB_API[kind]
     seen: set[tuple[str, str]] = set()
+    failures = 0
     try:
         while True:
-            with aws_errors(f"checking SageMaker {kind} job {name}"):
+            action = f"checking SageMaker {kind} job {name}"
+            try:
                 desc = getattr(sagemaker, describe)(**{key: name})
+            except (BotoCoreError, ClientError) as exc:
+                failures += 1
+                if not transient(exc) or failures >= MAX_POLL_FAILURES:
+                    output = f"; its output will be in {result}" if result else ""
+                    raise AWSError(
+                        f"{explain(exc, action)}; the job {name} goes on running on SageMaker: "
+                        f"follow it with {_cli(describe, key, name)}, stop it with "
+                        f"{_cli(stop, key, name)}{output}"
+                    ) from None
+                log.warning(
+                    "%s; trying again in %g s (%d/%d)",
+                    explain(exc, action),
+                    poll_s,
+                    failures,
+                    MAX_POLL_FAILURES,
+                )
+                sleep(poll_s)
+                continue
+            failures = 0
             transitions = desc.get("SecondaryStatusTransitions") or [
                 {"Status": desc.get("SecondaryStatus", desc[status_key]), "StatusMessage": ""}
             ]
@@ -347,9 +426,14 @@ def unpack_outputs(archive: Path, paths: Paths) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def one_line(text: object) -> str:
+    """SageMaker's multi-line FailureReason (`AlgorithmError: …:\nExitCode 1\n…`) on one line."""
+    return " ".join(str(text or "").split())
+
+
 def failure_message(desc: Mapping[str, Any], where: JobLocations, region: str) -> str:
     name = desc.get("TrainingJobName", "?")
-    reason = desc.get("FailureReason") or "no reason given"
+    reason = one_line(desc.get("FailureReason")) or "no reason given"
     logs = (
         f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
         f"#logsV2:log-groups/log-group/$252Faws$252Fsagemaker$252FTrainingJobs"
@@ -414,7 +498,13 @@ def train_on_sagemaker(
         lambda: sagemaker.create_training_job(**job_request(params, name, where)),
     )
     log.info("started SageMaker training job %s (%s)", name, training_image(params))
-    desc = wait_for_job(sagemaker, name, params.aws.poll_s, sleep=sleep)
+    desc = wait_for_job(
+        sagemaker,
+        name,
+        params.aws.poll_s,
+        result=f"{where.output_path}{name}/output/model.tar.gz",
+        sleep=sleep,
+    )
     if desc["TrainingJobStatus"] != "Completed":
         message = failure_message(desc, where, region)
         notify("training_ended", message, params.notify, sns=sns, job=name, status="failed")

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 LIVE_METRICS = "dvclive/metrics.json"  # what the train stage logs, locally and on SageMaker
 SHOWN_METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy")
+TUNING_PREFIX_LIMIT = 9  # of a tuning job name's 32 characters
 
 
 @dataclass(frozen=True)
@@ -310,6 +311,15 @@ def tuning_request(params: Params, name: str, where: Any) -> dict[str, Any]:
     }
 
 
+def tuning_job_name(prefix: str) -> str:
+    """A unique tuning job name, PREFIX-mmddHHMMSS-xxxx: tuning job names have at most 32
+    characters (and its training jobs append -NNN-xxxxxxxx)."""
+    from itsacat.aws.training import name_prefix
+
+    stamp = time.strftime("%m%d%H%M%S", time.gmtime())
+    return f"{name_prefix(prefix, TUNING_PREFIX_LIMIT)}-{stamp}-{secrets.token_hex(2)}"
+
+
 def tune_sagemaker(
     params: Params,
     *,
@@ -324,7 +334,13 @@ def tune_sagemaker(
     from itsacat.aws.bootstrap import resolve_bucket
     from itsacat.aws.clients import aws_errors, client
     from itsacat.aws.notify import notify
-    from itsacat.aws.training import JobLocations, check_ready, start_job, wait_for_job
+    from itsacat.aws.training import (
+        JobLocations,
+        check_ready,
+        one_line,
+        start_job,
+        wait_for_job,
+    )
     from itsacat.errors import AWSError
 
     region = params.aws.region
@@ -333,9 +349,7 @@ def tune_sagemaker(
     s3 = s3 if s3 is not None else client("s3", region)
     sagemaker = sagemaker if sagemaker is not None else client("sagemaker", region)
     check_ready(params, s3, bucket, prepared)
-    clean = re.sub(r"[^A-Za-z0-9-]+", "-", params.aws.prefix).strip("-")[:9] or "itsacat"
-    # Tuning job names have at most 32 characters.
-    name = f"{clean}-{time.strftime('%m%d%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
+    name = tuning_job_name(params.aws.prefix)
     where = JobLocations(bucket, f"{params.aws.prefix}/tuning/{name}")
     start_job(
         s3,
@@ -364,8 +378,8 @@ def tune_sagemaker(
     if desc["HyperParameterTuningJobStatus"] != "Completed":
         raise AWSError(
             f"SageMaker tuning job {name} ended {desc['HyperParameterTuningJobStatus']}: "
-            f"{desc.get('FailureReason') or 'no reason given'}; see its training jobs' logs "
-            "in CloudWatch (/aws/sagemaker/TrainingJobs) and run `itsacat tune` again"
+            f"{one_line(desc.get('FailureReason')) or 'no reason given'}; see its training "
+            "jobs' logs in CloudWatch (/aws/sagemaker/TrainingJobs) and run `itsacat tune` again"
         )
     rows = []
     with aws_errors(f"listing the training jobs of tuning job {name}", region):

@@ -237,3 +237,25 @@ def test_local_tuning_runs_a_dvc_experiment_queue(
     assert ranked == sorted(ranked, reverse=True)
     assert {line.split("|")[3].strip() for line in table} == {"0.02", "0.0005"}
     assert "dvc exp apply" in out
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [[], [Row("itsacat-tune-001", {"train.l2": "0.1"}, None, {}, status="Failed")]],
+    ids=["no-point", "every-point-failed"],
+)
+def test_a_search_where_no_point_finished_is_one_error_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    rows: list[Row],
+) -> None:
+    """Was an IndexError traceback (no point), or 'best: … = None' and exit 0 (all failed)."""
+    import itsacat.aws.tuning as tuning
+
+    monkeypatch.setattr(tuning, "tune_sagemaker", lambda *a, **k: rows)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"tune": {"backend": "sagemaker"}}))
+    assert cli_main(["tune", "--params", str(params)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("itsacat: error:") == 1 and "no point of the search reported" in err

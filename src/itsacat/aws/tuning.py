@@ -444,7 +444,14 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         rows = tune_sagemaker(params, prepared=root / "prepared", root=root)
         hint = "set the best values in params.yaml and run `dvc repro`"
     print(markdown(rows, params.tune.objective, params.tune.goal))
-    best = rank(rows, params.tune.goal)[0]
+    ranked = rank(rows, params.tune.goal)
+    if not ranked or ranked[0].objective is None:  # failed points rank last
+        raise ItsacatError(
+            f"no point of the search reported {params.tune.objective} ({len(rows)} ran, "
+            "none finished): see the table above and each point's log, fix the cause and "
+            "tune again"
+        )
+    best = ranked[0]
     print(f"\nbest: {best.name} ({params.tune.objective} = {best.objective}); {hint}")
     return 0
 

@@ -316,3 +316,25 @@ def test_a_port_in_use_is_one_error_line(params, model_a, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("itsacat: error:") == 1, err
     assert str(local.port) in err
+
+
+def test_a_model_copy_interrupted_halfway_leaves_no_temporary_folder(params, model_a, monkeypatch):
+    real, copied = shutil.copytree, []
+
+    def copy_then_interrupt(src: str, dst: str, **kw: Any) -> Any:
+        def one_file(s: str, d: str) -> None:
+            if copied:
+                raise KeyboardInterrupt
+            copied.append(shutil.copy2(s, d))
+
+        return real(src, dst, copy_function=one_file)
+
+    monkeypatch.setattr(local.shutil, "copytree", copy_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        deploy_local(model_a, params)
+    assert copied, "the copy was under way"
+    models = local.state_dir(params) / "models"
+    assert [p.name for p in models.iterdir() if p.name.startswith(".")] == []
+    monkeypatch.undo()
+    assert deploy_local(model_a, params).outcome == "deployed"
+    stop_endpoint(params)

@@ -230,7 +230,11 @@ def _snapshot(model_dir: Path, folder: Path, version: str) -> Path:
         return dest
     tmp = folder / "models" / f".{version}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(model_dir, tmp)
+    try:
+        shutil.copytree(model_dir, tmp)
+    except BaseException:  # Ctrl-C or a full disk: no half copy left behind, named by no one
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
     return dest

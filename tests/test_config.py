@@ -73,6 +73,18 @@ def test_missing_file_means_defaults(tmp_path: Path) -> None:
             "when aws.spot is true, got 600",
         ),
         ({"aws": {"spot": "yes"}}, "aws.spot must be true or false"),
+        (
+            {
+                "train": {"backend": "cupy", "compute": "sagemaker"},
+                "aws": {"instance_type": "ml.m5.large"},
+            },
+            "aws.instance_type must be an NVIDIA GPU instance (ml.g*, ml.p*) for "
+            "train.backend: cupy",
+        ),
+        (
+            {"tune": {"ranges": {"train.epochs": {"low": 1.5, "high": 1.9}}}},
+            "tune.ranges.train.epochs must be a range holding two whole numbers or more",
+        ),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(raw: dict, fragment: str) -> None:
@@ -295,3 +307,15 @@ def test_hidden_layers_have_an_upper_bound() -> None:
         "model.hidden must be a list of layer sizes from 1 to 4096, got [20, 1000000000] "
         "(params.yaml)"
     )
+
+
+def test_a_cpu_instance_for_cupy_matters_only_where_sagemaker_trains() -> None:
+    local = {"train": {"backend": "cupy"}, "aws": {"instance_type": "ml.m5.large"}}
+    assert params_from_dict(local).aws.instance_type == "ml.m5.large"  # local: unused
+    gpu = {
+        "train": {"backend": "cupy", "compute": "sagemaker"},
+        "aws": {"instance_type": "ml.g5.xlarge"},
+    }
+    assert params_from_dict(gpu).aws.instance_type == "ml.g5.xlarge"
+    whole = {"tune": {"ranges": {"train.epochs": {"low": 100, "high": 300}}}}
+    assert params_from_dict(whole).tune.ranges["train.epochs"].high == 300

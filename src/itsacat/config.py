@@ -280,6 +280,13 @@ class TuneRange:
             raise ConfigError(f"{name} needs both low and high, or values: [...] ({source})")
         if not self.low < self.high:
             _fail(f"{name}.high", self.high, f"> low ({self.low})", source)
+        if hint is int and not round(self.low) < round(self.high):  # as points are rounded
+            _fail(
+                name,
+                f"low {self.low}, high {self.high}",
+                "a range holding two whole numbers or more (it is searched in integers)",
+                source,
+            )
         if self.scale == "log" and not self.low > 0:
             _fail(f"{name}.low", self.low, "> 0 for scale: log", source)
 
@@ -601,6 +608,16 @@ class Params:
     def check(self, source: str) -> None:
         for f in dataclasses.fields(self):
             getattr(self, f.name).check(source)
+        on_sagemaker = self.train.compute == "sagemaker" or self.tune.backend == "sagemaker"
+        family = self.aws.instance_type.split(".")[1] if self.aws.instance_type else ""
+        if on_sagemaker and self.train.backend == "cupy" and family[:1] not in ("", "g", "p"):
+            _fail(
+                "aws.instance_type",
+                self.aws.instance_type,
+                'an NVIDIA GPU instance (ml.g*, ml.p*) for train.backend: cupy, or "" for '
+                "ml.g4dn.xlarge",
+                source,
+            )
 
 
 # Section name → its dataclass, for checks that look a key up by name (tune ranges).

@@ -26,7 +26,7 @@ from itsacat.deploy.common import DeployError
 from itsacat.deploy.lambda_ import LambdaClients, deploy_lambda, http_event, unwrap_http
 from itsacat.errors import AWSError
 
-from .conftest import answers, client
+from .conftest import answers, client, fresh_client
 
 pytestmark = pytest.mark.aws
 
@@ -245,3 +245,24 @@ def test_http_event_round_trip_through_the_real_handler(model_a, photos, monkeyp
     answer = handler_module.handler(http_event(photo.read_bytes(), "image/jpeg"))
     body = json.loads(unwrap_http(json.dumps(answer).encode()))
     assert body == answers(model_a, [photo])[0]
+
+
+def test_missing_credentials_fail_before_the_zip_is_built(
+    model_a, photos, tmp_path, monkeypatch, lambda_without_docker
+):
+    """The zip vendors numpy and takes seconds: the first Lambda call comes before it."""
+    import itsacat.serve.package as package
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    built: list[Path] = []
+    monkeypatch.setattr(
+        package, "build_lambda_zip", lambda model, out, site=None: built.append(out)
+    )
+    clients = LambdaClients(fresh_client("lambda", lambda_without_docker), None)
+    with pytest.raises(AWSError, match="no AWS credentials found"):
+        deploy_lambda(model_a, make_params(photos), clients, tmp_path)
+    assert built == []

@@ -215,6 +215,9 @@ def deploy_lambda(
     version = model_version(model_dir)
     cases = select_cases(params.deploy.smoke, base)
     aws.require_alarms(clients.cloudwatch, p.alarms, "deploy.aws_lambda.alarms")
+    # the first call to Lambda itself: no credentials, no access, a region typo show here,
+    # before seconds of building a 25 MB zip
+    current = _alias(lam, function, alias)
 
     site = Path(p.site_packages) if p.site_packages else None
     zip_path = build_lambda_zip(model_dir, work_dir / "lambda.zip", site)
@@ -230,7 +233,6 @@ def deploy_lambda(
         "Description": f"itsacat cat/non-cat classifier, model {version}",
     }
 
-    current = _alias(lam, function, alias)
     live_version = current["FunctionVersion"] if current else None
     routing = ((current or {}).get("RoutingConfig") or {}).get("AdditionalVersionWeights")
     if live_version and not routing and _live_matches(lam, function, live_version, sha, settings):

@@ -85,6 +85,16 @@ def moto_server() -> Iterator[str]:
     server.stop()
 
 
+def forget_aws_credentials(monkeypatch: pytest.MonkeyPatch, nowhere: Path) -> None:
+    """No AWS credentials anywhere botocore looks (env, files, instance metadata) for the
+    rest of the test: its clients then fail as on a machine never configured."""
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(nowhere))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(nowhere))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
 @pytest.fixture
 def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """AWS_* pointed at the moto server with dummy credentials; resets moto's state after."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import forget_aws_credentials
 from itsacat.artifacts import load_model
 from itsacat.aws.clients import client
 from itsacat.aws.sm_entry import main as entry_main
@@ -214,11 +215,7 @@ def test_bad_configuration_fails_before_anything_is_made(
     with pytest.raises(ConfigError, match=r"aws.role_arn must be an IAM role ARN"):
         small_params(aws={"role_arn": "itsacat-sagemaker"})
 
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    forget_aws_credentials(monkeypatch, tmp_path / "none")
     with pytest.raises(AWSError, match=r"no AWS credentials found.*AWS_ACCESS_KEY_ID"):
         train_on_sagemaker(no_bucket, paths=paths)
 

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import requests
 
+from conftest import forget_aws_credentials
 from itsacat.config import Params, params_from_dict
 from itsacat.deploy.common import DeployError
 from itsacat.deploy.lambda_ import LambdaClients, deploy_lambda, http_event, unwrap_http
@@ -253,11 +254,7 @@ def test_missing_credentials_fail_before_the_zip_is_built(
     """The zip vendors numpy and takes seconds: the first Lambda call comes before it."""
     import itsacat.serve.package as package
 
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    forget_aws_credentials(monkeypatch, tmp_path / "none")
     built: list[Path] = []
     monkeypatch.setattr(
         package, "build_lambda_zip", lambda model, out, site=None: built.append(out)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from conftest import forget_aws_credentials
 from itsacat.config import Params, params_from_dict
 from itsacat.deploy.common import DeployError
 from itsacat.deploy.sagemaker import (
@@ -271,11 +272,7 @@ def test_bad_role_arn_is_refused_before_anything_is_created(photos):
 def test_missing_credentials_is_one_clear_message(
     model_a, photos, tmp_path, monkeypatch, moto_server
 ):
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    forget_aws_credentials(monkeypatch, tmp_path / "none")
     s3 = fresh_client("s3", moto_server)
     clients = SageMakerClients(s3, None, None, None)
     with pytest.raises(AWSError, match="no AWS credentials found"):

@@ -295,6 +295,37 @@ def test_ctrl_c_while_waiting_stops_the_job_on_sagemaker(
 
 
 @pytest.mark.aws
+def test_ctrl_c_when_the_job_cannot_be_stopped_is_still_an_interrupt_naming_the_command(
+    bucket: str,
+    prepared: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """moto, untaught, refuses StopTrainingJob, as SageMaker refuses to stop a job that
+    ended meanwhile: the user pressed Ctrl-C, so the interrupt is what they get (not an
+    AWSError), with the command to stop the job should it still run."""
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    create = SageMakerModelBackend.create_training_job
+
+    def create_running(self: SageMakerModelBackend, *args: object, **kwargs: object) -> object:
+        job = create(self, *args, **kwargs)
+        job.training_job_status = "InProgress"
+        return job
+
+    monkeypatch.setattr(SageMakerModelBackend, "create_training_job", create_running)
+
+    def interrupt(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    params = small_params(aws={"role_arn": ROLE, "bucket": bucket}, train={"compute": "sagemaker"})
+    with caplog.at_level("WARNING"), pytest.raises(KeyboardInterrupt):
+        train_on_sagemaker(params, paths=_paths(tmp_path, prepared), sleep=interrupt)
+    assert "aws sagemaker stop-training-job --training-job-name itsacat-" in caplog.text
+
+
+@pytest.mark.aws
 def test_a_reclaimed_spot_job_resumes_from_its_checkpoint_to_the_same_model(
     bucket: str,
     sagemaker_runs: list[Run],

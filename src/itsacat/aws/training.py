@@ -388,9 +388,20 @@ def wait_for_job(
                 return desc
             sleep(poll_s)
     except KeyboardInterrupt:
-        with aws_errors(f"stopping SageMaker {kind} job {name}"):
-            getattr(sagemaker, stop)(**{key: name})
-        log.warning("stopped SageMaker %s job %s; its inputs remain in S3", kind, name)
+        try:
+            with aws_errors(f"stopping SageMaker {kind} job {name}"):
+                getattr(sagemaker, stop)(**{key: name})
+        except AWSError as exc:  # the interrupt still wins: say what may be left running
+            log.warning(
+                "%s; if the job still runs (and bills), stop it with %s", exc, _cli(stop, key, name)
+            )
+        else:
+            log.warning(
+                "stopped SageMaker %s job %s (it leaves no model; run again for a new job); "
+                "its inputs remain in S3",
+                kind,
+                name,
+            )
         raise
 
 

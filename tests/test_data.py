@@ -397,6 +397,18 @@ _NPY = io.BytesIO()
 np.save(_NPY, _IMAGES)
 
 
+def _unknown_compression(npz: bytes) -> bytes:
+    """`npz` with every member marked compressed by a method zipfile does not know (99):
+    reading one raises NotImplementedError, not any of the errors of a truncated file."""
+    data = bytearray(npz)
+    for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):  # local, central
+        at = data.find(signature)
+        while at != -1:
+            data[at + offset : at + offset + 2] = (99).to_bytes(2, "little")
+            at = data.find(signature, at + 1)
+    return bytes(data)
+
+
 @pytest.mark.parametrize(
     ("name", "content", "fragment"),
     [
@@ -405,6 +417,7 @@ np.save(_NPY, _IMAGES)
         ("train.npz", b"", "is not a readable .npz file"),
         ("train.npz", None, "is not a readable .npz file"),
         ("train.npz", _NPY.getvalue(), "one bare array"),
+        ("train.npz", _unknown_compression(_SPLIT), "is not a readable .npz file"),
         (
             "train.npz",
             _npz(images=_IMAGES, classes=np.array(["a", "b"])),
@@ -421,6 +434,7 @@ np.save(_NPY, _IMAGES)
         "empty",
         "directory",
         "npy",
+        "unknown-compression",
         "no-labels",
         "json-brace",
         "json-no-center",

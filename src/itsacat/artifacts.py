@@ -17,7 +17,6 @@ import hashlib
 import io
 import json
 import reprlib
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +26,11 @@ import numpy as np
 
 from itsacat.data import CLASSES, IMAGE_SIZE, N_X, Preprocessing
 from itsacat.errors import ModelError
-from itsacat.fileio import atomic_write_bytes, atomic_write_text
+from itsacat.fileio import NPZ_ERRORS, atomic_write_bytes, atomic_write_text
 from itsacat.network import ACTIVATIONS, Network
 
 SCHEMA_VERSION = 1
 MODEL_JSON = "model.json"
-# what numpy and zipfile raise for a .npz they cannot read (damage fuzzed byte by byte)
-NPZ_ERRORS = (OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile)
 
 
 @dataclass
@@ -46,6 +43,11 @@ class Model:
     version: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     threshold: float = 0.5  # P(cat) from which a photo is called a cat
+
+
+def content_version(blob: bytes) -> str:
+    """A model's version: the first 16 hex digits of its weights file's sha256."""
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def weights_file(version: str) -> str:
@@ -67,7 +69,7 @@ def save_model(model: Model, directory: str | Path) -> str:
     buf = io.BytesIO()
     np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub reads ** as allow_pickle
     blob = buf.getvalue()
-    version = hashlib.sha256(blob).hexdigest()[:16]
+    version = content_version(blob)
     weights_name = weights_file(version)
     atomic_write_bytes(directory / weights_name, blob)
     spec = {
@@ -241,7 +243,7 @@ def _read_weights(weights_path: Path, version: str) -> dict[str, np.ndarray]:
         ) from None
     except OSError as exc:
         raise ModelError(f"cannot read {weights_path} ({exc.strerror or exc}); {_FIX}") from None
-    if hashlib.sha256(blob).hexdigest()[:16] != version:
+    if content_version(blob) != version:
         raise ModelError(
             f"{weights_path} is damaged: its {len(blob):,} bytes are not the weights of "
             f"version {version} (truncated or altered); {_FIX}"

@@ -13,7 +13,6 @@ import hashlib
 import io
 import struct
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from itsacat.errors import DataError, ImageError
+from itsacat.fileio import NPZ_ERRORS
 
 IMAGE_SIZE = 64
 N_X = IMAGE_SIZE * IMAGE_SIZE * 3
@@ -452,7 +452,7 @@ def _read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, NDArray[Any]]:
             missing = [key for key in keys if key not in npz.files]
             if not missing:
                 return {key: npz[key] for key in keys}
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+    except NPZ_ERRORS as exc:
         raise _unreadable(path, f"is not a readable .npz file ({exc})") from None
     raise _unreadable(path, f"lacks the array(s) {', '.join(missing)}")
 

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
+
+from itsacat.errors import ItsacatError
 
 _UMASK = os.umask(0o022)  # read it (only os.umask can) and put it straight back
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK
+# What numpy and zipfile raise for a .npz they cannot read: a folder, an empty, truncated,
+# text or bit-flipped file (fuzzed byte by byte); to a user they all mean "damaged".
+NPZ_ERRORS = (OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -39,8 +45,6 @@ def atomic_write_text(path: Path, text: str) -> None:
 def writable_folder(path: Path) -> None:
     """Refuse, before any work, an output folder that cannot be written: `path` is a file,
     or it (or the nearest folder above it that exists) is not writable."""
-    from itsacat.errors import ItsacatError
-
     if path.exists() and not path.is_dir():
         raise ItsacatError(
             f"{path} is a file, but it must be a folder for the outputs; move it away"

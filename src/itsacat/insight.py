@@ -24,10 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from itsacat.artifacts import NPZ_ERRORS
 from itsacat.backend import to_numpy
 from itsacat.errors import ModelError
-from itsacat.fileio import atomic_write_bytes, atomic_write_text
+from itsacat.fileio import NPZ_ERRORS, atomic_write_bytes, atomic_write_text
 from itsacat.network import Cache, Grads, Network, activate
 
 LAYER_STATS = ("weight_norm", "grad_norm", "update_ratio", "act_mean", "act_std", "dead_fraction")

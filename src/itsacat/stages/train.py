@@ -24,7 +24,6 @@ import json
 import logging
 import sys
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from itsacat.backend import get_backend, to_numpy
 from itsacat.config import Params, load_params, params_to_dict
 from itsacat.data import load_preprocessing, load_split, network_xy
 from itsacat.errors import ItsacatError
-from itsacat.fileio import atomic_write_bytes, writable_folder
+from itsacat.fileio import NPZ_ERRORS, atomic_write_bytes, writable_folder
 from itsacat.insight import InsightRecorder
 from itsacat.network import Network, init_network, layer_sizes
 from itsacat.stages._common import run_stage
@@ -138,7 +137,7 @@ def load_checkpoint(path: Path, key: Callable[[], str]) -> tuple[FitState, Insig
         )
         insight = {k[8:]: v for k, v in arrays.items() if k.startswith("insight/")}
         recorder = InsightRecorder.restored(meta["insight_rows"], insight)
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+    except (*NPZ_ERRORS, KeyError, TypeError) as exc:  # a damaged file, or one of ours changed
         log.warning("cannot read the checkpoint %s (%s); training starts over", path, exc)
         return None
     log.info("resuming from %s, written %s after epoch %d", path, meta["written_at"], state.epoch)

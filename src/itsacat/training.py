@@ -49,6 +49,7 @@ import numpy as np
 
 from itsacat.backend import namespace
 from itsacat.config import TrainParams
+from itsacat.copies import Copies, Factored
 from itsacat.errors import ConfigError
 from itsacat.network import (
     Cache,
@@ -345,9 +346,12 @@ class _Direct(_Engine):
 
     name = "direct"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, copies: Copies | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._buffers: dict[int, Array] = {}  # batch size → gathered-batch buffer
+        # full-batch products over X₀ alone when X is moved copies of it (itsacat.copies)
+        self.factored = None if copies is None else Factored(self.X, copies)
+        self._D: Array | None = None  # (J·n₁, 12288) buffer of the factored dW's product
 
     def batch(self, idx: Array | None) -> Array:
         if idx is None:
@@ -368,6 +372,14 @@ class _Direct(_Engine):
     def first(self, Xb: Array) -> Array:
         """Z[0] = W[0] Xb + b[0], each thread taking its share of the photos (columns)."""
         W = self.net.W[0]
+        if self.factored is not None and Xb is self.X:
+            X0 = self.factored.X0
+            parts0 = _parts(X0.shape[1], self.pool, self.threads)
+            return self.factored.first(
+                W,
+                self.net.b[0],
+                lambda S: _by_columns(lambda c: S @ X0[:, c], parts0, self.pool, self.xp),
+            )
         parts = _parts(Xb.shape[1], self.pool, self.threads)
         Z = _by_columns(lambda c: W @ Xb[:, c], parts, self.pool, self.xp)  # (n_1, m)
         Z += self.net.b[0]
@@ -382,7 +394,9 @@ class _Direct(_Engine):
         grads = super().backward(cache, yb, wb)
         Xb, dZ = cache.A[0], grads.dZ0
         assert dZ is not None
-        if self.pool is None:
+        if self.factored is not None and Xb is self.X:
+            dW = self.factored.grad(dZ, self._times_X0T)
+        elif self.pool is None:
             dW = dZ @ Xb.T  # (n_1, n_x)
         else:
             # Blocks of pixels, not of photos: no thread's result needs adding to another's
@@ -394,6 +408,19 @@ class _Direct(_Engine):
             dW += (self.train.l2 / yb.shape[1]) * self.net.W[0]
         grads.dW[0] = dW
         return grads
+
+    def _times_X0T(self, dZS: Array) -> Array:
+        """dZS X₀ᵀ (J·n₁, 12288) into a reused buffer, each thread a block of pixels."""
+        X0 = self.factored.X0  # type: ignore[union-attr]
+        shape = (dZS.shape[0], X0.shape[0])
+        if self._D is None or self._D.shape != shape:
+            self._D = self.xp.empty(shape, dZS.dtype)
+        D = self._D
+        if self.pool is None:
+            return self.xp.matmul(dZS, X0.T, out=D)
+        pixels = _blocks(X0.shape[0], self.threads)
+        list(self.pool.map(lambda r: self.xp.matmul(dZS, X0[r].T, out=D[:, r]), pixels))
+        return D
 
     def cost(self, cache: Cache, yb: Array, wb: Array | None) -> float:
         return cost(self.net, cache, yb, self.train.l2, wb)
@@ -727,13 +754,16 @@ def fit(
     path: str = "auto",
     checkpoints: Checkpoints | None = None,
     resume: FitState | None = None,
+    copies: Copies | None = None,
 ) -> FitResult:
     """Train `net` in place on X (n_x, m), Y (1, m) and return it with its history.
 
     `path` is "auto" (the Gram path whenever it computes the same training, else direct),
     or forces "direct" or "gram" (benchmarks and tests compare the two). `checkpoints`
     and `resume`: see the module's docstring; `resume` needs `net` as initialised for the
-    interrupted run (same seed) and the same X, Y and params.
+    interrupted run (same seed) and the same X, Y and params. `copies`: X's columns are
+    moved copies laid out so (`copies.find_copies`); the direct path's full-batch steps
+    then multiply by the originals alone (numpy backend).
     """
     n_x, m = X.shape
     check_data_fits(train, m, X_val is not None)
@@ -757,6 +787,12 @@ def fit(
         result.history = list(resume.history)
         result.epochs_run = resume.epoch
         result.seconds = float(resume.scalars["seconds"])
+    factor = copies if chosen == "direct" and batch == m and xp is np else None
+    if factor is not None:
+        why += (
+            f"; its products over the {factor.originals} photos the {len(factor.moves) - 1} "
+            "moved copies came from"
+        )
     started = time.perf_counter()
     log.info(
         "training %s on %d photos: %s, batch %d, %d epochs%s; %s path (%s)",
@@ -773,7 +809,7 @@ def fit(
         engine: _Direct | _Gram = (
             _Gram(net, X, Y, train, X_val, cw, pool, threads)
             if chosen == "gram"
-            else _Direct(net, X, Y, train, cw, pool, threads)
+            else _Direct(net, X, Y, train, cw, pool, threads, copies=factor)
         )
         hooks = _Hooks(on_log, on_insight, on_epoch)
         if resume is not None:

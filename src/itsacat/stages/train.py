@@ -34,6 +34,7 @@ import numpy as np
 from itsacat.artifacts import Model, save_model
 from itsacat.backend import get_backend, to_numpy
 from itsacat.config import Params, load_params, params_to_dict
+from itsacat.copies import find_copies
 from itsacat.data import load_preprocessing, load_split, network_xy
 from itsacat.errors import ItsacatError
 from itsacat.fileio import NPZ_ERRORS, atomic_write_bytes, writable_folder
@@ -46,6 +47,7 @@ from itsacat.training import (
     FitResult,
     FitState,
     check_data_fits,
+    choose_path,
     fit,
 )
 
@@ -189,6 +191,11 @@ def train(params: Params, paths: Paths = Paths(), log_live: bool = False) -> Fit
         )
     check_data_fits(tp, len(train_set), len(val_set) > 0)  # before dvclive empties dvclive/
     X, Y = (xp.asarray(a) for a in network_xy(train_set, prep, tp.dtype))  # (12288, m), (1, m)
+    # moved copies (prepare.shift) let the direct path multiply by the originals alone
+    m = len(train_set)
+    full_batch = tp.batch_size in (0, m)
+    direct = choose_path(tp, X.shape[0], m)[0] == "direct"
+    copies = find_copies(train_set.images) if xp is np and direct and full_batch else None
     X_val = Y_val = None
     if len(val_set):
         X_val, Y_val = (xp.asarray(a) for a in network_xy(val_set, prep, tp.dtype))
@@ -261,6 +268,7 @@ def train(params: Params, paths: Paths = Paths(), log_live: bool = False) -> Fit
                     on_epoch=on_epoch,
                     checkpoints=checkpoints,
                     resume=resume,
+                    copies=copies,
                 )
         except KeyboardInterrupt:
             if checkpoints is not None and checkpoints.saved_epoch:

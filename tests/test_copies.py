@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from itsacat.config import TrainParams
 from itsacat.copies import (
@@ -32,7 +29,7 @@ from itsacat.copies import (
 from itsacat.data import N_X, Dataset, preprocess, training_set
 from itsacat.network import init_network
 from itsacat.training import fit
-from stage import run_stage
+from stage import prepared_stage_dir, run_stage
 
 ALL_MOVES = sorted({m for s in (1, 2, 4, 16) for m in moves(s)})
 
@@ -197,12 +194,13 @@ def test_float32_factored_training_stays_within_rounding_of_the_copies() -> None
 def test_the_train_stage_factors_the_copies_prepare_made(
     tmp_path: Path, repo_root: Path, shared_dir: Path
 ) -> None:
-    (tmp_path / "data").symlink_to(shared_dir / "datasets" / "catvnoncat")
-    params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    params["prepare"].update(flip=False, shift=2)
-    params["train"].update(optimizer="adam", learning_rate=0.0005, epochs=4, log_every=2)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    subprocess.run([sys.executable, "-m", "itsacat.stages.prepare"], cwd=tmp_path, check=True)
+    prepared_stage_dir(
+        tmp_path,
+        repo_root,
+        shared_dir,
+        prepare={"flip": False, "shift": 2},
+        train={"optimizer": "adam", "learning_rate": 0.0005, "epochs": 4, "log_every": 2},
+    )
     run = run_stage("train", tmp_path)
     assert run.returncode == 0, run.stderr
     assert "its products over the 209 photos the 4 moved copies came from" in run.stderr

@@ -20,7 +20,7 @@ import yaml
 
 from itsacat.stages.train import Paths, fingerprint, load_checkpoint
 from signals import signal_when
-from stage import run_stage
+from stage import prepared_stage_dir, run_stage
 
 EPOCHS = 300
 
@@ -31,16 +31,19 @@ def prepared_dir(
 ) -> Path:
     """A stage directory: data/, params.yaml (Adam on the 209 photos: the direct path, a few
     ms an epoch) and prepared/ from the real prepare stage."""
-    root = tmp_path_factory.mktemp("resume")
-    (root / "data").symlink_to(shared_dir / "datasets" / "catvnoncat")
-    params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    params["prepare"].update(flip=False, shift=0)
-    params["train"].update(
-        optimizer="adam", learning_rate=0.0005, epochs=EPOCHS, log_every=10, insight_every=50
+    return prepared_stage_dir(
+        tmp_path_factory.mktemp("resume"),
+        repo_root,
+        shared_dir,
+        prepare={"flip": False, "shift": 0},
+        train={
+            "optimizer": "adam",
+            "learning_rate": 0.0005,
+            "epochs": EPOCHS,
+            "log_every": 10,
+            "insight_every": 50,
+        },
     )
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    subprocess.run([sys.executable, "-m", "itsacat.stages.prepare"], cwd=root, check=True)
-    return root
 
 
 def _copy(src: Path, dst: Path) -> Path:

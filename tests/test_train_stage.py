@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from stage import run_stage
+from stage import prepared_stage_dir, run_stage
 
 LOSSES = Path("dvclive") / "plots" / "metrics" / "train" / "loss.tsv"
 
@@ -25,13 +24,13 @@ def trained_dir(
     tmp_path_factory: pytest.TempPathFactory, repo_root: Path, shared_dir: Path
 ) -> Path:
     """A stage directory after one good prepare and train (Adam, 30 epochs on 209 photos)."""
-    root = tmp_path_factory.mktemp("stage")
-    (root / "data").symlink_to(shared_dir / "datasets" / "catvnoncat")
-    params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    params["prepare"].update(flip=False, shift=0)
-    params["train"].update(optimizer="adam", learning_rate=0.0005, epochs=30, log_every=10)
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    subprocess.run([sys.executable, "-m", "itsacat.stages.prepare"], cwd=root, check=True)
+    root = prepared_stage_dir(
+        tmp_path_factory.mktemp("stage"),
+        repo_root,
+        shared_dir,
+        prepare={"flip": False, "shift": 0},
+        train={"optimizer": "adam", "learning_rate": 0.0005, "epochs": 30, "log_every": 10},
+    )
     assert _train(root).returncode == 0
     return root
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from itsacat.config import Params, params_from_dict
 from itsacat.deploy import local
 from itsacat.deploy.common import DeployError
 from itsacat.deploy.local import deploy_local, endpoint_status, pid_alive, stop_endpoint
+from itsacat.deploy.smoke import SmokeReport, SmokeResult
 from itsacat.serve.process import ServerProcess
 
 from .conftest import answers
@@ -257,18 +260,43 @@ def interrupt(*args: Any, **kwargs: Any) -> None:
 
 
 @pytest.fixture
-def spawned(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The pid of every process a deploy starts."""
+def spawned(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The pid of every process a deploy starts; any a failed test leaves is stopped after."""
     pids: list[int] = []
     real = local._spawn
 
     def spawn(cmd: list[str], log_path: Path) -> Any:
         proc = real(cmd, log_path)
         pids.append(proc.pid)
+        everything.append(proc.pid)
         return proc
 
+    everything: list[int] = []  # the test may clear `pids`
     monkeypatch.setattr(local, "_spawn", spawn)
-    return pids
+    yield pids
+    for pid in everything:
+        local.stop_pid(pid, 5)
+
+
+def interrupt_deploy(monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    """Ctrl-C while the new server starts, while it is smoke-tested, or once it is switched in."""
+    if when == "starting":
+        monkeypatch.setattr(ServerProcess, "wait_ready", interrupt)
+    elif when == "smoke test":
+        monkeypatch.setattr(local, "run_smoke", interrupt)
+    else:  # the backend check passes, Ctrl-C comes while checking through the proxy
+        checks = iter([local.run_smoke, interrupt])
+        monkeypatch.setattr(local, "run_smoke", lambda *a: next(checks)(*a))
+
+
+def ctrl_c_first(real: Callable[..., Any]) -> Callable[..., Any]:
+    """`real`, entered just as Ctrl-C is pressed again: a real SIGINT, as a terminal sends."""
+
+    def again(*args: Any, **kwargs: Any) -> Any:
+        signal.raise_signal(signal.SIGINT)
+        return real(*args, **kwargs)
+
+    return again
 
 
 @pytest.mark.parametrize("when", ["starting", "smoke test", "switched"])
@@ -277,13 +305,7 @@ def test_interrupted_deploy_leaves_the_old_one_serving(
 ):
     first = deploy_local(model_a, params)
     spawned.clear()
-    if when == "starting":
-        monkeypatch.setattr(ServerProcess, "wait_ready", interrupt)
-    elif when == "smoke test":
-        monkeypatch.setattr(local, "run_smoke", interrupt)
-    else:  # the backend check passes, Ctrl-C comes while checking through the proxy
-        checks = iter([local.run_smoke, interrupt])
-        monkeypatch.setattr(local, "run_smoke", lambda *a: next(checks)(*a))
+    interrupt_deploy(monkeypatch, when)
     with pytest.raises(KeyboardInterrupt):
         deploy_local(model_b, params)
     assert len(spawned) == 1
@@ -292,6 +314,64 @@ def test_interrupted_deploy_leaves_the_old_one_serving(
     status = endpoint_status(params)
     assert status["version"] == version_of(model_a) and status["backend_alive"]
     assert status["backend"]["pid"] == first.details["backend"]["pid"]
+
+
+@pytest.mark.parametrize(
+    ("when", "again"),
+    [
+        ("starting", "stopping it"),
+        ("smoke test", "stopping it"),
+        ("switched", "routing back"),
+        ("switched", "stopping it"),
+    ],
+)
+def test_a_second_ctrl_c_during_the_cleanup_leaves_no_server_behind(
+    params, model_a, model_b, spawned, monkeypatch, when, again
+):
+    first = deploy_local(model_a, params)
+    spawned.clear()
+    interrupt_deploy(monkeypatch, when)
+    if again == "stopping it":
+        monkeypatch.setattr(local, "stop_pid", ctrl_c_first(local.stop_pid))
+    else:  # the first switch puts the new server in, the second routes back to the old one
+        switches = iter([local._switch, ctrl_c_first(local._switch)])
+        monkeypatch.setattr(local, "_switch", lambda *a: next(switches)(*a))
+    with pytest.raises(KeyboardInterrupt):
+        deploy_local(model_b, params)
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "Ctrl-C left ignored"
+    assert len(spawned) == 1
+    assert not pid_alive(spawned[0]), "the second Ctrl-C left the new server running"
+    assert ask(params.deploy.local.port)["model_version"] == version_of(model_a)
+    status = endpoint_status(params)
+    assert status["backend"]["pid"] == first.details["backend"]["pid"] and status["backend_alive"]
+
+
+def post(port: int) -> tuple[int, dict[str, Any]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", "/invocations", small_jpeg(), {"Content-Type": "image/jpeg"})
+    answer = conn.getresponse()
+    return answer.status, dict(json.loads(answer.read()))
+
+
+@pytest.mark.parametrize("how", ["interrupted", "check through the proxy failed"])
+def test_a_first_deploy_undone_after_the_switch_answers_nothing_deployed(
+    params, model_a, spawned, monkeypatch, how
+):
+    failed = SmokeReport((SmokeResult("photo.jpg", False, "no answer: HTTP 502"),))
+    then = interrupt if how == "interrupted" else lambda *a: failed
+    checks = iter([local.run_smoke, then])
+    monkeypatch.setattr(local, "run_smoke", lambda *a: next(checks)(*a))
+    with pytest.raises(KeyboardInterrupt if how == "interrupted" else DeployError):
+        deploy_local(model_a, params)
+    proxy_pid, server_pid = spawned
+    assert pid_alive(proxy_pid) and not pid_alive(server_pid)
+    status, body = post(params.deploy.local.port)
+    # what the proxy answers before the first deploy: nothing serves, and it says so
+    assert (status, body["status"]) == (503, 503) and "run `itsacat deploy`" in body["error"]
+    monkeypatch.undo()
+    assert deploy_local(model_a, params).outcome == "deployed"
+    assert ask(params.deploy.local.port)["model_version"] == version_of(model_a)
 
 
 def test_interrupted_first_deploy_leaves_no_proxy(params, model_a, spawned, monkeypatch):
@@ -338,3 +418,64 @@ def test_a_model_copy_interrupted_halfway_leaves_no_temporary_folder(params, mod
     monkeypatch.undo()
     assert deploy_local(model_a, params).outcome == "deployed"
     stop_endpoint(params)
+
+
+def test_a_deleted_state_file_adopts_the_running_endpoint(params, model_a, model_b):
+    first = deploy_local(model_a, params)
+    folder = local.state_dir(params)
+    proxy_pid = json.loads((folder / "state.json").read_text())["proxy"]["pid"]
+    old_pid = first.details["backend"]["pid"]
+    (folder / "state.json").unlink()
+    try:
+        assert endpoint_status(params)["proxy_alive"], "status does not see the running proxy"
+        client = Client(params.deploy.local.port)
+        client.start()
+        second = deploy_local(model_b, params)
+        client.finish()
+        assert second.outcome == "deployed" and second.details["previous"] == version_of(model_a)
+        assert client.errors == [] and client.versions[-1] == version_of(model_b)
+        assert not pid_alive(old_pid), "model A's server was left running, recorded nowhere"
+        status = endpoint_status(params)
+        assert status["proxy_alive"] and status["version"] == version_of(model_b)
+        stop_endpoint(params)
+        assert not pid_alive(proxy_pid), "`endpoint stop` did not stop the adopted proxy"
+    finally:
+        for pid in (proxy_pid, old_pid):
+            local.stop_pid(pid, 5)
+
+
+def test_an_unreachable_proxy_on_the_port_is_named_in_one_line(params, model_a, tmp_path, capsys):
+    lp = params.deploy.local
+    first = deploy_local(model_a, params)
+    folder = local.state_dir(params)
+    proxy_pid = json.loads((folder / "state.json").read_text())["proxy"]["pid"]
+    pids = [proxy_pid, first.details["backend"]["pid"]]
+    (folder / "state.json").unlink()
+    (folder / "control.sock").unlink()  # nothing left to ask the proxy what it serves
+    yaml = tmp_path / "params.yaml"
+    yaml.write_text(
+        json.dumps(
+            {
+                "deploy": {
+                    "smoke": {"photos": list(params.deploy.smoke.photos)},
+                    "local": {"port": lp.port, "state_dir": lp.state_dir, "workers": 1},
+                }
+            }
+        )
+    )
+    try:
+        assert cli_main(["deploy", "--model-dir", str(model_a), "--params", str(yaml)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("itsacat: error:"), err
+        command = re.search(r"`kill ([\d ]+)`", err)
+        assert command and sorted(map(int, command[1].split())) == sorted(pids), err
+        subprocess.run(["kill", *command[1].split()], check=True)
+        deadline = time.monotonic() + 15
+        while any(pid_alive(pid) for pid in pids):  # pid_alive reaps them: they are our children
+            assert time.monotonic() < deadline, "the command given did not stop them"
+            time.sleep(0.05)
+        assert cli_main(["deploy", "--model-dir", str(model_a), "--params", str(yaml)]) == 0
+        assert ask(lp.port)["model_version"] == version_of(model_a)
+    finally:
+        for pid in pids:
+            local.stop_pid(pid, 5)

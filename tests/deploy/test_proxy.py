@@ -117,6 +117,19 @@ def test_chunked_upload_is_refused_with_411(proxy):
     a.shutdown()
 
 
+def test_switching_to_no_backend_answers_as_before_the_first_deploy(proxy):
+    port, sock = proxy
+    before = post(port)
+    a = start_backend("a", "length")
+    control(sock, {"op": "switch", "port": a.server_port, "version": "A"})
+    assert post(port)[1]["backend"] == "a"
+    answer = control(sock, {"op": "switch", "port": None})
+    assert answer["ok"] and answer["drained"] and answer["previous"]["version"] == "A"
+    assert before[0] == 503 and post(port) == before
+    assert control(sock, {"op": "status"})["backend"] is None
+    a.shutdown()
+
+
 def test_a_dead_backend_is_a_502_not_a_hang(proxy):
     port, sock = proxy
     control(sock, {"op": "switch", "port": free_port(), "version": "gone"})

@@ -17,7 +17,13 @@ A deploy: snapshot the model; start `itsacat serve` on it on a free private port
 new requests to it and to wait until the old backend's requests have finished; check one
 photo through the proxy; write state.json (atomically); SIGTERM the old backend, which
 finishes anything still in flight and exits. A new backend that does not start, or fails
-the smoke test, is stopped, and the old one never stops serving.
+the smoke test, is stopped, and the old one never stops serving; a first deploy undone after
+its switch leaves the proxy answering 503 (nothing deployed), as before it. A Ctrl-C stops the
+deploy, and the cleanup it starts runs to its end even if Ctrl-C comes again.
+
+If state.json is lost while the endpoint runs, the next deploy, status or stop adopts the
+proxy that answers on control.sock and the backend it routes to (each checked by its command
+line, as a recorded one is), rather than failing to start a second proxy on a taken port.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -127,8 +134,32 @@ def ours(record: dict[str, Any] | None, module: str) -> bool:
     if not record or not pid_alive(record.get("pid")):
         return False
     args = _cmdline(int(record["pid"]))
-    port = str(record.get("port"))
-    return module in args and any(a == "--port" and b == port for a, b in itertools.pairwise(args))
+    return module in args and _arg(args, "--port") == str(record.get("port"))
+
+
+def _arg(args: list[str], flag: str) -> str | None:
+    """The value after `flag` in a command line; None without one."""
+    return next((b for a, b in itertools.pairwise(args) if a == flag), None)
+
+
+def _processes() -> Iterator[tuple[int, list[str]]]:
+    """Every other process in sight, with its arguments: /proc on Linux, `ps` elsewhere."""
+    if Path("/proc/self/cmdline").exists():
+        pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+        yield from ((pid, _cmdline(pid)) for pid in pids if pid != os.getpid())
+        return
+    ps = ["ps", "-A", "-ww", "-o", "pid=,args="]
+    for line in subprocess.run(ps, capture_output=True, text=True, check=False).stdout.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if pid.isdigit() and int(pid) != os.getpid():
+            yield int(pid), args.split()
+
+
+def _running(module: str, port: int) -> list[int]:
+    """The pids running `module` on `port`: the command line ours() checks, found unrecorded."""
+    return [
+        pid for pid, args in _processes() if module in args and _arg(args, "--port") == str(port)
+    ]
 
 
 def stop_pid(pid: int | None, timeout: float) -> None:
@@ -146,6 +177,33 @@ def stop_pid(pid: int | None, timeout: float) -> None:
                 os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 5
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _finishing(what: str) -> Iterator[None]:
+    """Let a cleanup after Ctrl-C run to its end if Ctrl-C comes again.
+
+    The cleanup stops a process that no state.json names: a second KeyboardInterrupt in the
+    middle of it would leave that process running where `endpoint stop` never finds it. So
+    SIGINT only logs while it runs (bounded: each wait in it times out after at most
+    deploy.local.drain_timeout_s and a few seconds), and the caller re-raises the first
+    interrupt after. Python runs signal handlers in the
+    main thread only, so elsewhere there is nothing to hold back.
+    """
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is None  # a handler not set from Python: leave it be
+    ):
+        yield
+        return
+
+    def again(signum: int, frame: Any) -> None:
+        log.warning("interrupted; still %s, one moment", what)
+
+    previous = signal.signal(signal.SIGINT, again)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def ping(port: int, timeout: float = 2.0) -> bool:
@@ -212,15 +270,79 @@ def _ensure_proxy(folder: Path, lp: LocalDeployParams, state: dict[str, Any]) ->
             if proc.poll() is not None or time.monotonic() > deadline:
                 stop_pid(proc.pid, 2)
                 raise DeployError(
-                    "the local endpoint's proxy did not start: "
+                    _port_holder(folder, lp.port)
+                    or "the local endpoint's proxy did not start: "
                     f"{_log_tail(log_path) or 'no output'}"
                 )
             time.sleep(0.05)
     except KeyboardInterrupt:  # not yet in state.json: it would hold the port, unstoppable
-        stop_pid(proc.pid, 2)
+        with _finishing(f"stopping the proxy just started (pid {proc.pid})"):
+            stop_pid(proc.pid, 2)
         raise
     log.info("started the proxy on http://%s:%d (pid %d)", lp.host, lp.port, proc.pid)
     return {"pid": proc.pid, "host": lp.host, "port": lp.port, "log": str(log_path)}
+
+
+def _port_holder(folder: Path, port: int) -> str | None:
+    """Why our proxy cannot have `port`, when an itsacat proxy that we cannot reach has it."""
+    holders = _running(PROXY_MODULE, port)
+    if not holders:
+        return None
+    control_path = _arg(_cmdline(holders[0]), "--control")
+    if control_path != str(folder / CONTROL):
+        return (
+            f"port {port} is held by the local endpoint whose state is in "
+            f"{Path(control_path or '?').parent} (proxy pid {holders[0]}); stop it with "
+            f"`kill {holders[0]}`, or set deploy.local.port in params.yaml"
+        )
+    models = folder / "models"
+    servers = [
+        pid
+        for pid, args in _processes()
+        if SERVER_MODULE in args and Path(_arg(args, "--model-dir") or "/").parent == models
+    ]
+    return (
+        f"port {port} is held by this endpoint's proxy (pid {holders[0]}), which no longer "
+        f"answers on {folder / CONTROL}; stop it{' and its model servers' if servers else ''} "
+        f"with `kill {' '.join(map(str, holders + servers))}`, then deploy again"
+    )
+
+
+def _adopt(folder: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """`state`, with the proxy answering on control.sock and its backend when it names no
+    proxy (state.json was deleted while the endpoint ran).
+
+    Only this folder's proxy listens on control.sock, and it tells its pid; that pid must
+    still run our proxy module, and the backend's pid our server on the routed port, the
+    checks ours() makes of a recorded pid. Adopting them keeps the endpoint serving through
+    the next deploy, which then retires the old backend as usual; a second proxy could not
+    get the port, and the running one, recorded nowhere, would be stopped by no one.
+    """
+    if state.get("proxy") or not (folder / CONTROL).exists():
+        return state
+    answer = _proxy_status(folder)
+    if not answer or not isinstance(answer.get("pid"), int):
+        return state
+    args = _cmdline(answer["pid"])
+    port = _arg(args, "--port") or ""
+    if not (port.isdigit() and ours({"pid": answer["pid"], "port": port}, PROXY_MODULE)):
+        return state
+    proxy = {"pid": answer["pid"], "host": _arg(args, "--host"), "port": int(port)}
+    proxy["log"] = str(folder / "logs" / "proxy.log")
+    routed = answer.get("backend") or {}
+    found = _running(SERVER_MODULE, routed["port"]) if routed and not state.get("active") else []
+    active = None
+    if found:
+        active = {"pid": found[0], "port": routed["port"], "version": routed["version"]}
+        active["model_dir"] = _arg(_cmdline(found[0]), "--model-dir")
+        active["log"] = str(folder / "logs" / f"serve-{routed['version']}-{routed['port']}.log")
+    log.warning(
+        "%s names no proxy, but the endpoint runs: adopted its proxy (pid %d)%s",
+        folder / STATE,
+        proxy["pid"],
+        f" and model {active['version']} (pid {active['pid']})" if active else "",
+    )
+    return {**state, "proxy": proxy, "active": active or state.get("active")}
 
 
 def _snapshot(model_dir: Path, folder: Path, version: str) -> Path:
@@ -271,7 +393,8 @@ def _start_backend(
             f"the new model's server did not start ({exc}): {_log_tail(log_path)}"
         ) from None
     except KeyboardInterrupt:  # not yet in state.json: `endpoint stop` would never find it
-        stop_pid(proc.pid, 5)
+        with _finishing(f"stopping the new model's server (pid {proc.pid})"):
+            stop_pid(proc.pid, 5)
         raise
     return {
         "pid": proc.pid,
@@ -300,13 +423,14 @@ def http_invoker(port: int, timeout: float) -> Invoke:
     return invoke
 
 
-def _switch(folder: Path, backend: dict[str, Any], drain_timeout: float) -> bool:
+def _switch(folder: Path, backend: dict[str, Any] | None, drain_timeout: float) -> bool:
+    """Route the proxy to `backend`, or to none (it answers 503, nothing deployed)."""
     answer = control(
         folder / CONTROL,
         {
             "op": "switch",
-            "port": backend["port"],
-            "version": backend["version"],
+            "port": backend and backend["port"],
+            "version": backend and backend["version"],
             "drain_timeout": drain_timeout,
         },
         timeout=drain_timeout + 10,
@@ -324,18 +448,25 @@ def _history(state: dict[str, Any], version: str, outcome: str) -> list[dict[str
 def _abandon(
     folder: Path,
     new: dict[str, Any],
+    switched: bool,
     old: dict[str, Any] | None,
     lp: LocalDeployParams,
     serving: str,
 ) -> None:
-    """Undo a deploy interrupted (Ctrl-C) before state.json named `new`: the proxy goes
-    back to `old` if the switch had begun, and `new`, recorded nowhere, is stopped."""
-    if old is not None:
-        try:
-            _switch(folder, old, lp.drain_timeout_s)
-        except (OSError, ValueError, DeployError) as exc:
-            log.warning("could not route the proxy back to model %s: %s", old["version"], exc)
-    stop_pid(new["pid"], lp.drain_timeout_s)
+    """Undo a deploy interrupted (Ctrl-C) before state.json named `new`: if the switch had
+    begun, the proxy goes back to `old` (or to no backend: a 503 says nothing is deployed,
+    where a 502 would blame a server that was never meant to be there), and `new`, recorded
+    nowhere, is stopped."""
+    with _finishing(
+        f"undoing the deploy of model {new['version']} (its server is pid {new['pid']})"
+    ):
+        if switched:
+            try:
+                _switch(folder, old, lp.drain_timeout_s)
+            except (OSError, ValueError, DeployError) as exc:
+                back = f"model {old['version']}" if old else "no backend"
+                log.warning("could not route the proxy back to %s: %s", back, exc)
+        stop_pid(new["pid"], lp.drain_timeout_s)
     log.warning(
         "deploy of model %s interrupted: stopped its server (pid %d); %s",
         new["version"],
@@ -354,7 +485,7 @@ def deploy_local(model_dir: Path, params: Params, base: Path = Path(".")) -> Dep
     cases = select_cases(params.deploy.smoke, base)
     url = f"http://{lp.host}:{lp.port}"
     with _locked(folder):
-        state = read_state(folder)
+        state = _adopt(folder, read_state(folder))
         state["proxy"] = _ensure_proxy(folder, lp, state)
         write_state(folder, state)
         old = state.get("active")
@@ -394,8 +525,7 @@ def deploy_local(model_dir: Path, params: Params, base: Path = Path(".")) -> Dep
             drained = _switch(folder, new, lp.drain_timeout_s)
             through = run_smoke(http_invoker(lp.port, timeout), cases[:1], version)
             if not through.ok:
-                if old:
-                    _switch(folder, old, lp.drain_timeout_s)
+                _switch(folder, old, lp.drain_timeout_s)  # no old: no backend, a 503
                 stop_pid(new["pid"], lp.drain_timeout_s)
                 raise DeployError(
                     f"the proxy on {url} does not reach the new model "
@@ -403,7 +533,7 @@ def deploy_local(model_dir: Path, params: Params, base: Path = Path(".")) -> Dep
                     f"{'switched back to ' + old['version'] if old else 'nothing serves'}"
                 )
         except KeyboardInterrupt:
-            _abandon(folder, new, old if switching else None, lp, serving)
+            _abandon(folder, new, switching, old, lp, serving)
             raise
         state.update(
             active=new,
@@ -431,7 +561,7 @@ def endpoint_status(params: Params, base: Path = Path(".")) -> dict[str, Any] | 
     """What the local endpoint runs: proxy and backend, alive or not, and the live version;
     None when nothing was ever deployed here or the endpoint was stopped."""
     folder = state_dir(params, base)
-    state = read_state(folder)
+    state = _adopt(folder, read_state(folder))
     proxy, active = state.get("proxy") or {}, state.get("active") or {}
     if not proxy and not active:
         return None
@@ -453,7 +583,7 @@ def stop_endpoint(params: Params, base: Path = Path(".")) -> list[str]:
     folder = state_dir(params, base)
     stopped = []
     with _locked(folder):
-        state = read_state(folder)
+        state = _adopt(folder, read_state(folder))
         timeout = params.deploy.local.drain_timeout_s
         proxy = state.get("proxy") or {}
         if ours(proxy, PROXY_MODULE):

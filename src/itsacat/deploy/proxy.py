@@ -10,6 +10,9 @@ over a Unix socket in the state folder (owner-only, never on the network):
     {"op": "switch", "port": 40123, "version": "…", "drain_timeout": 30}
         → the next request goes to the new backend; the answer comes once every request
           already sent to the old backend has finished (or the timeout passed)
+    {"op": "switch", "port": null}
+        → no backend: new requests get the 503 they got before the first deploy (a first
+          deploy undone after its switch leaves nothing serving, and must say so)
     {"op": "status"}   → the backend, requests in flight per backend, requests served
     {"op": "stop"}     → finish in-flight requests and exit (SIGTERM does the same)
 
@@ -100,10 +103,13 @@ class Router:
             async with self.changed:
                 self.changed.notify_all()
 
-    async def switch(self, new: Backend, drain_timeout: float) -> tuple[Backend | None, bool]:
-        """Point new requests at `new`; wait for the old backend's requests to finish."""
+    async def switch(
+        self, new: Backend | None, drain_timeout: float
+    ) -> tuple[Backend | None, bool]:
+        """Point new requests at `new` (None: at nobody, a 503); wait for the old backend's
+        requests to finish."""
         old, self.backend = self.backend, new
-        if old is None or old.port == new.port:
+        if old is None or (new is not None and old.port == new.port):
             return old, True
         async with self.changed:
             try:
@@ -318,9 +324,10 @@ async def control_client(
         if op == "status":
             answer = {"ok": True, "pid": os.getpid(), **router.status()}
         elif op == "switch":
-            new = Backend(int(request["port"]), str(request["version"]))
+            port = request["port"]
+            new = None if port is None else Backend(int(port), str(request["version"]))
             old, drained = await router.switch(new, float(request.get("drain_timeout", 30)))
-            log.info("switched to %s (port %d); old drained: %s", new.version, new.port, drained)
+            log.info("switched to %s; old drained: %s", new or "no backend", drained)
             answer = {
                 "ok": True,
                 "previous": None if old is None else old.__dict__,

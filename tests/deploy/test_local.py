@@ -289,6 +289,15 @@ def interrupt_deploy(monkeypatch: pytest.MonkeyPatch, when: str) -> None:
         monkeypatch.setattr(local, "run_smoke", lambda *a: next(checks)(*a))
 
 
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """SIGINT raising KeyboardInterrupt, as in a terminal, whatever this process inherited:
+    a job a shell starts in the background (`make test &`) begins with SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def ctrl_c_first(real: Callable[..., Any]) -> Callable[..., Any]:
     """`real`, entered just as Ctrl-C is pressed again: a real SIGINT, as a terminal sends."""
 
@@ -326,7 +335,7 @@ def test_interrupted_deploy_leaves_the_old_one_serving(
     ],
 )
 def test_a_second_ctrl_c_during_the_cleanup_leaves_no_server_behind(
-    params, model_a, model_b, spawned, monkeypatch, when, again
+    params, model_a, model_b, spawned, monkeypatch, ctrl_c_raises, when, again
 ):
     first = deploy_local(model_a, params)
     spawned.clear()

@@ -22,7 +22,7 @@ from itsacat.stages.train import Paths, fingerprint, load_checkpoint
 from signals import signal_when
 from stage import prepared_stage_dir, run_stage
 
-EPOCHS = 300
+EPOCHS = 500  # the signal follows epoch 100's log line: a margin for a busy machine
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,9 @@ def test_an_interrupted_train_stage_resumes_to_the_uninterrupted_model(
     assert found is not None
     state, recorder = found
     assert 100 <= state.epoch < EPOCHS
-    assert recorder.epochs == [1, 50, 100]
+    # the signal lands a few epochs after the marker, more on a busy machine: the insight
+    # records are exactly those up to the checkpoint's epoch
+    assert recorder.epochs == [1, *range(50, state.epoch + 1, 50)]
 
     again = _train(cut)
     assert again.returncode == 0, again.stderr

@@ -226,6 +226,24 @@ def test_the_threshold_travels_inside_the_model_and_names_its_version(tmp_path: 
     assert save_model(model, tmp_path / "n") != version
 
 
+def test_a_threshold_edited_in_model_json_alone_is_refused_not_ignored(tmp_path: Path) -> None:
+    """The weights file's threshold decides (its hash is the version); an edit to model.json
+    alone changed nothing, silently."""
+    model = _model(0)
+    model.threshold = 0.3
+    save_model(model, tmp_path)
+    spec = json.loads((tmp_path / "model.json").read_text())
+    (tmp_path / "model.json").write_text(json.dumps({**spec, "threshold": 0.4}))
+    with pytest.raises(ModelError) as info:
+        load_model(tmp_path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "says threshold 0.4" in message and "carry 0.3" in message
+    assert "set model.threshold in params.yaml" in message
+    (tmp_path / "model.json").write_text(json.dumps(spec))  # restored: loads again
+    assert load_model(tmp_path).threshold == 0.3
+
+
 def test_a_model_saved_before_thresholds_travelled_calls_at_one_half(tmp_path: Path) -> None:
     save_model(_model(0), tmp_path)
     (weights,) = tmp_path.glob("weights-*.npz")

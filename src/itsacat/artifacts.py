@@ -144,6 +144,14 @@ def load_model(directory: str | Path) -> Model:
         threshold = float(t) if t.shape == () and np.issubdtype(t.dtype, np.floating) else np.nan
     if not 0.0 < threshold < 1.0:
         raise ModelError(f"{weights_path}: threshold {threshold} is not in (0, 1); {_FIX}")
+    if "threshold" in spec and spec["threshold"] != threshold:
+        # the weights file's threshold decides (its hash is the version): an edit to
+        # model.json alone would change nothing, silently
+        raise ModelError(
+            f"{spec_path} says threshold {spec['threshold']!r}, but the weights (whose hash is "
+            f"version {spec['version']}) carry {threshold}; to call cats at another threshold "
+            "set model.threshold in params.yaml and run `dvc repro`, or restore model.json"
+        )
     return Model(
         network=Network(W, b, spec["hidden_activation"]),
         preprocessing=Preprocessing(scale=float(prep["scale"]), mean=mean),

@@ -13,11 +13,12 @@ and the direct path's two 12288-wide products need only X₀:
     Zⱼ  = (W Tⱼ) X₀ + W cⱼ                 forward: one (5·n₁ × 12288)·(12288 × m₀) product
     dW  = Σⱼ (dZⱼ X₀ᵀ) Tⱼᵀ + Σⱼ (dZⱼ 1) cⱼᵀ   backward: one (5·n₁ × m₀)·(m₀ × 12288) product
 
-W Tⱼ and (·) Tⱼᵀ are slice copies of 20 × 12288 weights (microseconds), not products.
+W Tⱼ and (·) Tⱼᵀ are slice copies of n₁ × 12288 weights (0.03-0.12 ms each here), not
+products.
 The arithmetic is the same as over the copies, in the same precision; what changes is that
 BLAS reads 12288 × m₀ inputs instead of 5× as many, and multiplies a 100-row matrix
 instead of a 20-row one, which its kernels run far nearer their peak
-(bench/train_speed.py, "itsacat direct, copies factored"). Only full-batch steps use it:
+(bench/train_speed.py, contender "itsacat direct f"). Only full-batch steps use it:
 a mini-batch holds an arbitrary mix of photos and moves.
 
 Arrays: weights W (n₁, 12288) viewed as (n₁, 64, 64, 3) images in (row, column, channel)

@@ -459,6 +459,29 @@ def test_bucket_in_another_region_is_refused_before_uploading(
 
 
 @pytest.mark.aws
+@pytest.mark.parametrize(
+    ("chosen", "suggested"),
+    [("ml.t2.medium", "ml.m5.large"), ("ml.m5.larg", "ml.m5.large, ml.m5.xlarge")],
+)
+def test_an_instance_type_sagemaker_does_not_train_on_is_refused_before_uploading(
+    bucket: str, prepared: Path, tmp_path: Path, chosen: str, suggested: str
+) -> None:
+    """ml.t2.medium hosts endpoints but never trains: CreateTrainingJob would refuse it
+    after the upload; botocore's own list of training instance types refuses it first."""
+    params = small_params(
+        aws={"role_arn": ROLE, "bucket": bucket, "instance_type": chosen},
+        train={"compute": "sagemaker"},
+    )
+    with pytest.raises(ConfigError) as info:
+        train_on_sagemaker(params, paths=_paths(tmp_path, prepared))
+    message = str(info.value)
+    assert f"aws.instance_type {chosen!r} is not an instance type SageMaker trains on" in message
+    assert f"pick one such as {suggested}" in message and "\n" not in message
+    assert client("s3", "us-east-1").list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+    assert client("sagemaker", "us-east-1").list_training_jobs()["TrainingJobSummaries"] == []
+
+
+@pytest.mark.aws
 def test_a_multi_line_failure_reason_is_reported_in_one_line(
     bucket: str, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

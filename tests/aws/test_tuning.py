@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -171,6 +172,19 @@ def test_sagemaker_tuning_request_is_refused_cleanly(
     from itsacat.aws.clients import client
 
     assert client("s3", "us-east-1").list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+@pytest.mark.aws
+def test_a_tuning_job_on_an_instance_type_that_never_trains_is_refused_before_uploading(
+    bucket: str, prepared: Path
+) -> None:
+    from itsacat.aws.clients import client
+
+    params = _tune_params(bucket)
+    params = replace(params, aws=replace(params.aws, instance_type="ml.t2.medium"))
+    with pytest.raises(ConfigError, match=r"'ml.t2.medium' is not an instance type SageMaker"):
+        tune_sagemaker(params, prepared=prepared)
+    assert client("s3", "us-east-1").list_objects_v2(Bucket=bucket)["KeyCount"] == 0
 
 
 def test_tuning_request_shape() -> None:

@@ -235,9 +235,25 @@ def job_request(
     return request
 
 
-def check_ready(params: Params, s3: Any, bucket: str, prepared: Path) -> None:
-    """Fail before uploading anything: no role, no prepared data, no bucket, or a bucket
-    in another region (boto3 follows S3's redirect, but SageMaker reads only its own)."""
+def check_instance_type(params: Params, sagemaker: Any) -> None:
+    """The training instance type is one SageMaker trains on, by the list in the API model
+    the installed botocore carries (ml.t2.medium, say, hosts endpoints but never trains):
+    refused here, before anything is uploaded, rather than by CreateTrainingJob."""
+    allowed = sagemaker.meta.service_model.shape_for("TrainingInstanceType").enum
+    chosen = instance_type(params)
+    if allowed and chosen not in allowed:
+        family = chosen.rsplit(".", 1)[0] + "."
+        near = [t for t in allowed if t.startswith(family)] or [DEFAULT_INSTANCE["numpy"]]
+        raise ConfigError(
+            f"aws.instance_type {chosen!r} is not an instance type SageMaker trains on; "
+            f"pick one such as {', '.join(near[:4])} (params.yaml)"
+        )
+
+
+def check_ready(params: Params, s3: Any, sagemaker: Any, bucket: str, prepared: Path) -> None:
+    """Fail before uploading anything: no role, an instance type SageMaker does not train on,
+    no prepared data, no bucket, or a bucket in another region (boto3 follows S3's
+    redirect, but SageMaker reads only its own)."""
     from itsacat.aws.bootstrap import bucket_region
 
     if not params.aws.role_arn:
@@ -245,6 +261,7 @@ def check_ready(params: Params, s3: Any, bucket: str, prepared: Path) -> None:
             "train.compute: sagemaker needs aws.role_arn, the SageMaker execution role, "
             "like arn:aws:iam::123456789012:role/itsacat-sagemaker (params.yaml)"
         )
+    check_instance_type(params, sagemaker)
     if not (prepared / "train.npz").exists():
         raise DataError(f"{prepared}/train.npz does not exist; run `dvc repro prepare` first")
     region = params.aws.region
@@ -496,7 +513,7 @@ def train_on_sagemaker(
     bucket = resolve_bucket(params.aws, root)
     s3 = s3 if s3 is not None else client("s3", region)
     sagemaker = sagemaker if sagemaker is not None else client("sagemaker", region)
-    check_ready(params, s3, bucket, paths.prepared)
+    check_ready(params, s3, sagemaker, bucket, paths.prepared)
 
     name = job_name(params.aws.prefix)
     where = JobLocations(bucket, f"{params.aws.prefix}/training/{name}")

@@ -348,7 +348,7 @@ def tune_sagemaker(
     bucket = resolve_bucket(params.aws, root)
     s3 = s3 if s3 is not None else client("s3", region)
     sagemaker = sagemaker if sagemaker is not None else client("sagemaker", region)
-    check_ready(params, s3, bucket, prepared)
+    check_ready(params, s3, sagemaker, bucket, prepared)
     name = tuning_job_name(params.aws.prefix)
     where = JobLocations(bucket, f"{params.aws.prefix}/tuning/{name}")
     start_job(

@@ -260,6 +260,21 @@ def test_missing_bucket_is_one_clear_message(clients, model_a, photos, tmp_path)
     assert clients.sagemaker.list_models()["Models"] == []
 
 
+def test_an_instance_type_sagemaker_does_not_host_on_is_refused_before_anything_is_made(
+    clients, model_a, photos, tmp_path
+):
+    from itsacat.errors import ConfigError
+
+    params = make_params(photos, instance_type="ml.m5.larg")
+    with pytest.raises(ConfigError) as info:
+        deploy_sagemaker(model_a, params, clients, tmp_path)
+    message = str(info.value)
+    assert "deploy.sagemaker.instance_type 'ml.m5.larg' is not an instance type" in message
+    assert "pick one such as ml.m5.large, ml.m5.xlarge" in message
+    assert clients.sagemaker.list_models()["Models"] == []
+    assert clients.s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+
+
 def test_bad_role_arn_is_refused_before_anything_is_created(photos):
     from itsacat.errors import ConfigError
 

@@ -201,26 +201,26 @@ def test_stop_frees_the_port(params, model_a):
         http.client.HTTPConnection("127.0.0.1", params.deploy.local.port, timeout=2).connect()
 
 
-def test_cli_deploy_status_stop(params, model_a, tmp_path, capsys):
+def cli_params(params: Params, folder: Path) -> Path:
+    """A params file for the CLI with the test's photos, port and state folder."""
     local = params.deploy.local
-    yaml = tmp_path / "params.yaml"
-    yaml.write_text(
-        json.dumps(
-            {
-                "deploy": {
-                    "smoke": {"photos": list(params.deploy.smoke.photos)},
-                    "local": {"port": local.port, "state_dir": local.state_dir, "workers": 1},
-                }
-            }
-        )
-    )
-    args = ["--params", str(yaml)]
+    path = folder / "params.yaml"
+    deploy = {
+        "smoke": {"photos": list(params.deploy.smoke.photos)},
+        "local": {"port": local.port, "state_dir": local.state_dir, "workers": 1},
+    }
+    path.write_text(json.dumps({"deploy": deploy}))
+    return path
+
+
+def test_cli_deploy_status_stop(params, model_a, tmp_path, capsys):
+    args = ["--params", str(cli_params(params, tmp_path))]
     assert cli_main(["endpoint", "status", *args]) == 0
     assert capsys.readouterr().out == "local: nothing deployed\n"  # not a list of Nones
     assert cli_main(["deploy", "--model-dir", str(model_a), *args]) == 0
     assert cli_main(["endpoint", "status", *args]) == 0
     out = capsys.readouterr().out
-    assert version_of(model_a) in out and f":{local.port}" in out
+    assert version_of(model_a) in out and f":{params.deploy.local.port}" in out
     assert cli_main(["endpoint", "stop", *args]) == 0
     assert "stopped" in capsys.readouterr().out
     assert cli_main(["endpoint", "status", *args]) == 0
@@ -461,17 +461,7 @@ def test_an_unreachable_proxy_on_the_port_is_named_in_one_line(params, model_a, 
     pids = [proxy_pid, first.details["backend"]["pid"]]
     (folder / "state.json").unlink()
     (folder / "control.sock").unlink()  # nothing left to ask the proxy what it serves
-    yaml = tmp_path / "params.yaml"
-    yaml.write_text(
-        json.dumps(
-            {
-                "deploy": {
-                    "smoke": {"photos": list(params.deploy.smoke.photos)},
-                    "local": {"port": lp.port, "state_dir": lp.state_dir, "workers": 1},
-                }
-            }
-        )
-    )
+    yaml = cli_params(params, tmp_path)
     try:
         assert cli_main(["deploy", "--model-dir", str(model_a), "--params", str(yaml)]) == 1
         err = capsys.readouterr().err

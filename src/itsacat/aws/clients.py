@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from itsacat.errors import AWSError
+from itsacat.errors import AWSError, ConfigError
 
 CREDENTIALS_FIX = (
     "set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (locally: `aws configure`; "
@@ -125,3 +125,18 @@ def aws_errors(action: str, region: str | None = None) -> Iterator[None]:
         yield
     except (BotoCoreError, ClientError) as exc:
         raise explain(exc, action, region) from None
+
+
+def require_instance_type(sagemaker: Any, shape: str, chosen: str, key: str, does: str) -> None:
+    """`chosen` is in the instance-type list `shape` of the API model the installed botocore
+    carries (TrainingInstanceType, ProductionVariantInstanceType), so a type SageMaker never
+    accepts for that use (ml.t2.medium trains nothing; a typo) is refused before anything is
+    uploaded or made, naming types of the same family."""
+    allowed = sagemaker.meta.service_model.shape_for(shape).enum
+    if allowed and chosen not in allowed:
+        family = chosen.rsplit(".", 1)[0] + "."
+        near = [t for t in allowed if t.startswith(family)] or ["ml.m5.large"]
+        raise ConfigError(
+            f"{key} {chosen!r} is not an instance type SageMaker {does}; pick one such as "
+            f"{', '.join(near[:4])} (params.yaml)"
+        )

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from itsacat.aws.clients import aws_errors, client, error_code, explain
+from itsacat.aws.clients import aws_errors, client, error_code, explain, require_instance_type
 from itsacat.aws.sm_entry import CHANNEL, CHECKPOINT_DIR
 from itsacat.config import Params, params_to_dict
 from itsacat.errors import AWSError, ConfigError, DataError
@@ -235,21 +235,6 @@ def job_request(
     return request
 
 
-def check_instance_type(params: Params, sagemaker: Any) -> None:
-    """The training instance type is one SageMaker trains on, by the list in the API model
-    the installed botocore carries (ml.t2.medium, say, hosts endpoints but never trains):
-    refused here, before anything is uploaded, rather than by CreateTrainingJob."""
-    allowed = sagemaker.meta.service_model.shape_for("TrainingInstanceType").enum
-    chosen = instance_type(params)
-    if allowed and chosen not in allowed:
-        family = chosen.rsplit(".", 1)[0] + "."
-        near = [t for t in allowed if t.startswith(family)] or [DEFAULT_INSTANCE["numpy"]]
-        raise ConfigError(
-            f"aws.instance_type {chosen!r} is not an instance type SageMaker trains on; "
-            f"pick one such as {', '.join(near[:4])} (params.yaml)"
-        )
-
-
 def check_ready(params: Params, s3: Any, sagemaker: Any, bucket: str, prepared: Path) -> None:
     """Fail before uploading anything: no role, an instance type SageMaker does not train on,
     no prepared data, no bucket, or a bucket in another region (boto3 follows S3's
@@ -261,7 +246,9 @@ def check_ready(params: Params, s3: Any, sagemaker: Any, bucket: str, prepared: 
             "train.compute: sagemaker needs aws.role_arn, the SageMaker execution role, "
             "like arn:aws:iam::123456789012:role/itsacat-sagemaker (params.yaml)"
         )
-    check_instance_type(params, sagemaker)
+    require_instance_type(
+        sagemaker, "TrainingInstanceType", instance_type(params), "aws.instance_type", "trains on"
+    )
     if not (prepared / "train.npz").exists():
         raise DataError(f"{prepared}/train.npz does not exist; run `dvc repro prepare` first")
     region = params.aws.region

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from itsacat.aws.clients import require_instance_type
 from itsacat.config import Params, SageMakerDeployParams, TrafficParams
 from itsacat.deploy import aws_common as aws
 from itsacat.deploy.common import DeployError, DeployResult, file_digest, model_version
 from itsacat.deploy.smoke import Invoke, SmokeCase, run_smoke, select_cases
-from itsacat.errors import AWSError, ConfigError
+from itsacat.errors import AWSError
 
 log = logging.getLogger(__name__)
 
@@ -118,19 +119,6 @@ def plan_variants(
 def config_name(endpoint: str, variants: list[Variant], instance_type: str, count: int) -> str:
     spec = json.dumps([[v.name, v.model_name, v.weight] for v in variants] + [instance_type, count])
     return f"{endpoint}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
-
-
-def _check_instance_type(chosen: str, sm: Any) -> None:
-    """An endpoint instance type SageMaker hosts on, by the list in the API model the
-    installed botocore carries: refused before anything is uploaded or created."""
-    allowed = sm.meta.service_model.shape_for("ProductionVariantInstanceType").enum
-    if allowed and chosen not in allowed:
-        family = chosen.rsplit(".", 1)[0] + "."
-        near = [t for t in allowed if t.startswith(family)] or ["ml.m5.large"]
-        raise ConfigError(
-            f"deploy.sagemaker.instance_type {chosen!r} is not an instance type SageMaker "
-            f"hosts endpoints on; pick one such as {', '.join(near[:4])} (params.yaml)"
-        )
 
 
 def _describe_endpoint(sm: Any, name: str) -> dict[str, Any] | None:
@@ -306,7 +294,13 @@ def deploy_sagemaker(
     version = model_version(model_dir)
     cases = select_cases(params.deploy.smoke, base)
     bucket = aws.require_bucket(params, clients.s3, base)
-    _check_instance_type(p.instance_type, clients.sagemaker)
+    require_instance_type(
+        clients.sagemaker,
+        "ProductionVariantInstanceType",
+        p.instance_type,
+        "deploy.sagemaker.instance_type",
+        "hosts endpoints on",
+    )
 
     tarball = build_model_tarball(model_dir, work_dir / "model.tar.gz")
     digest = file_digest(tarball)

@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from itsacat.config import MAX_SHIFT
-from itsacat.data import IMAGE_SIZE, N_X
+from itsacat.data import IMAGE_SIZE, N_X, shift_moves
 
 Move = tuple[int, int]  # (dy, dx): output pixel (r, c) copies source (clip(r+dy), clip(c+dx))
 ROW, COL = 1, 2  # axes of an (n, 64, 64, 3) view
@@ -43,10 +43,7 @@ SIDE = IMAGE_SIZE
 
 def moves(shift: int) -> tuple[Move, ...]:
     """Each block's move, in the order `data.with_shifted` lays the copies out."""
-    if shift == 0:
-        return ((0, 0),)
-    s = shift
-    return ((0, 0), (-s, 0), (s, 0), (0, -s), (0, s))
+    return ((0, 0), *shift_moves(shift))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,10 +73,10 @@ def find_copies(
 ) -> Copies | None:
     """The layout of training photos built with a `prepare.shift` in `shifts`, if they
     really are laid out that way (every copy checked pixel for pixel), else None."""
-    m = images.shape[0]
-    if m % 5 or images.shape[1:] != (SIDE, SIDE, 3):
+    m, blocks = images.shape[0], len(moves(1))
+    if m % blocks or images.shape[1:] != (SIDE, SIDE, 3):
         return None
-    m0 = m // 5
+    m0 = m // blocks
     flat = images.reshape(m, N_X)
     originals = flat[:m0]
     for shift in shifts:

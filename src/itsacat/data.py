@@ -308,6 +308,13 @@ def with_mirrored(dataset: Dataset) -> Dataset:
     )
 
 
+def shift_moves(pixels: int) -> tuple[tuple[int, int], ...]:
+    """The (dy, dx) of each moved copy `with_shifted` adds, in its order: output pixel (r, c)
+    copies source (clip(r+dy), clip(c+dx)). `itsacat.copies` relies on this layout."""
+    s = pixels
+    return ((-s, 0), (s, 0), (0, -s), (0, s)) if s else ()
+
+
 def with_shifted(dataset: Dataset, pixels: int) -> Dataset:
     """The photos followed by four copies moved `pixels` up, down, left and right (same
     labels), the edge rows and columns repeated into the gap. The network sees pixels, not
@@ -317,10 +324,7 @@ def with_shifted(dataset: Dataset, pixels: int) -> Dataset:
         return dataset
     s, n = pixels, dataset.images.shape[1]
     padded = np.pad(dataset.images, ((0, 0), (s, s), (s, s), (0, 0)), mode="edge")
-    moved = [
-        padded[:, s + dy : s + dy + n, s + dx : s + dx + n]
-        for dy, dx in ((-s, 0), (s, 0), (0, -s), (0, s))
-    ]
+    moved = [padded[:, s + dy : s + dy + n, s + dx : s + dx + n] for dy, dx in shift_moves(s)]
     return Dataset(
         np.concatenate([dataset.images, *moved]),
         np.concatenate([dataset.labels] * 5),

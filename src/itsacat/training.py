@@ -276,6 +276,12 @@ def choose_path(train: TrainParams, n_x: int, m: int) -> tuple[str, str]:
     return "gram", f"{train.optimizer} keeps W[0] in the span of the {m} training photos"
 
 
+def factors_copies(train: TrainParams, path: str, m: int, xp: Any) -> bool:
+    """Whether `fit` on `path` multiplies by the originals alone when told X's moved copies:
+    the direct path's full-batch steps, numpy (callers skip looking for copies otherwise)."""
+    return path == "direct" and train.batch_size in (0, m) and xp is np
+
+
 class _Engine:
     """What both paths share: the training data, the optimiser, the threads, and the
     full-batch forward pass a loss check leaves for the next step to start from."""
@@ -787,7 +793,7 @@ def fit(
         result.history = list(resume.history)
         result.epochs_run = resume.epoch
         result.seconds = float(resume.scalars["seconds"])
-    factor = copies if chosen == "direct" and batch == m and xp is np else None
+    factor = copies if factors_copies(train, chosen, m, xp) else None
     if factor is not None:
         why += (
             f"; its products over the {factor.originals} photos the {len(factor.moves) - 1} "

@@ -48,6 +48,7 @@ from itsacat.training import (
     FitState,
     check_data_fits,
     choose_path,
+    factors_copies,
     fit,
 )
 
@@ -192,10 +193,8 @@ def train(params: Params, paths: Paths = Paths(), log_live: bool = False) -> Fit
     check_data_fits(tp, len(train_set), len(val_set) > 0)  # before dvclive empties dvclive/
     X, Y = (xp.asarray(a) for a in network_xy(train_set, prep, tp.dtype))  # (12288, m), (1, m)
     # moved copies (prepare.shift) let the direct path multiply by the originals alone
-    m = len(train_set)
-    full_batch = tp.batch_size in (0, m)
-    direct = choose_path(tp, X.shape[0], m)[0] == "direct"
-    copies = find_copies(train_set.images) if xp is np and direct and full_batch else None
+    path = choose_path(tp, X.shape[0], len(train_set))[0]
+    copies = find_copies(train_set.images) if factors_copies(tp, path, len(train_set), xp) else None
     X_val = Y_val = None
     if len(val_set):
         X_val, Y_val = (xp.asarray(a) for a in network_xy(val_set, prep, tp.dtype))

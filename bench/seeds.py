@@ -6,7 +6,8 @@
 Trains from params.yaml (with -S overrides, as `dvc exp run -S` takes them) once per seed
 (train.seed = 0…N-1, or N seeds from --start, so a long run can be split over processes)
 and prints mean ± std, min and max of train, validation (with --val) and test accuracy
-(--per-seed: each seed's too). Choose defaults on validation (--val), never on test.
+at the params' `model.threshold`, as evaluate scores them (--per-seed: each seed's too).
+Choose defaults on validation (--val), never on test.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def main() -> None:
     if args.val is not None:
         raw["prepare"]["val_fraction"] = args.val
     params = params_from_dict(raw, "command line")
-    tp = params.train
+    tp, threshold = params.train, params.model.threshold
 
     train_all = load_h5(args.data / "train_catvnoncat.h5", "train")
     test = load_h5(args.data / "test_catvnoncat.h5", "test")
@@ -72,6 +73,8 @@ def main() -> None:
         params.prepare.center,
         "val",
         params.prepare.val_fraction,
+        "threshold",
+        threshold,
     )
     acc: dict[str, list[float]] = {"train": [], "val": [], "test": []}
     started = time.perf_counter()
@@ -91,11 +94,11 @@ def main() -> None:
             rng,
             tp.dtype,
         )
-        result = fit(net, X, Y, tps, rng, X_val=Xv, Y_val=Yv)
-        acc["train"].append(loss_and_accuracy(result.network, X, Y)[1])
-        acc["test"].append(loss_and_accuracy(result.network, Xt, Yt)[1])
+        result = fit(net, X, Y, tps, rng, X_val=Xv, Y_val=Yv, threshold=threshold)
+        acc["train"].append(loss_and_accuracy(result.network, X, Y, threshold=threshold)[1])
+        acc["test"].append(loss_and_accuracy(result.network, Xt, Yt, threshold=threshold)[1])
         if Xv is not None:
-            acc["val"].append(loss_and_accuracy(result.network, Xv, Yv)[1])
+            acc["val"].append(loss_and_accuracy(result.network, Xv, Yv, threshold=threshold)[1])
         if args.per_seed:
             print(f"seed {seed}", " ".join(f"{k} {v[-1]:.4f}" for k, v in acc.items() if v))
     for split, values in acc.items():

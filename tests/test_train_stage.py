@@ -7,6 +7,7 @@ Oracle: the files the last good run wrote, byte for byte.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,6 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from itsacat.artifacts import load_model
+from itsacat.data import load_preprocessing, load_split, network_xy
+from itsacat.network import predict_proba
 from stage import prepared_stage_dir, run_stage
 
 LOSSES = Path("dvclive") / "plots" / "metrics" / "train" / "loss.tsv"
@@ -33,6 +37,19 @@ def trained_dir(
     )
     assert _train(root).returncode == 0
     return root
+
+
+def test_the_logged_accuracy_calls_cats_at_the_models_threshold(trained_dir: Path) -> None:
+    """dvclive's train/accuracy (what `dvc metrics show` and `itsacat tune` read) scores the
+    saved network at its own threshold, as evaluate and every serving path call photos."""
+    model = load_model(trained_dir / "model")
+    prepared = trained_dir / "prepared"
+    X, Y = network_xy(load_split(prepared / "train.npz"), load_preprocessing(prepared), "float32")
+    p = predict_proba(model.network, X)[0]
+    at = {t: float(((p >= t) == (Y[0] > 0.5)).mean()) for t in (model.threshold, 0.5)}
+    assert model.threshold != 0.5 and at[model.threshold] != at[0.5]  # the check can tell
+    logged = json.loads((trained_dir / "dvclive" / "metrics.json").read_text())
+    assert logged["train"]["accuracy"] == pytest.approx(at[model.threshold], abs=1e-9)
 
 
 def _train(cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,13 @@ import pytest
 from itsacat.config import OPTIMIZERS, TrainParams
 from itsacat.errors import ConfigError
 from itsacat.network import cross_entropy, forward, init_network, predict_proba
-from itsacat.training import class_weights, fit, loss_and_accuracy, photo_weights
+from itsacat.training import (
+    class_weights,
+    decision_logit,
+    fit,
+    loss_and_accuracy,
+    photo_weights,
+)
 
 
 def _separable(seed: int = 0, n_x: int = 10, m: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -198,6 +204,47 @@ def test_with_balanced_weights_the_logged_losses_and_patience_use_the_training_w
     best = min(e.val_loss for e in result.history if e.val_loss is not None)
     assert kept == pytest.approx(best)
     assert loss_and_accuracy(result.network, X_val, Y_val)[0] != pytest.approx(best)
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.35, 0.5, 0.9])
+def test_the_decision_logit_is_where_the_sigmoid_crosses_the_threshold(threshold: float) -> None:
+    z = decision_logit(threshold)
+    assert 1.0 / (1.0 + np.exp(-z)) == pytest.approx(threshold, rel=1e-12)
+    assert decision_logit(0.5) == 0.0
+
+
+@pytest.mark.parametrize("path", ["direct", "gram"])
+def test_logged_accuracies_call_cats_at_the_models_threshold(path: str) -> None:
+    """dvclive's train/val accuracy (and `itsacat tune`'s val/accuracy) must score the
+    network as evaluate and serving will: a cat from P(cat) >= model.threshold, not ½.
+    The threshold changes what is logged, never the training."""
+    X, Y = _separable(m=60)
+    rng = np.random.default_rng(3)
+    X_val = rng.standard_normal((10, 40))
+    Y_val = (rng.random((1, 40)) > 0.5).astype(np.float64)
+
+    def run(threshold: float) -> tuple[list[np.ndarray], object]:
+        rng = np.random.default_rng(5)
+        net = init_network([10, 6, 1], "relu", "he", rng, "float64")
+        params = _params(learning_rate=0.02, epochs=20, log_every=20)
+        result = fit(
+            net, X, Y, params, rng, X_val=X_val, Y_val=Y_val, path=path, threshold=threshold
+        )
+        return result.network.W, result
+
+    W_half, half = run(0.5)
+    p, p_val = predict_proba(half.network, X)[0], predict_proba(half.network, X_val)[0]
+    t = float(np.quantile(p, 0.3))  # a threshold that calls more photos cats than ½ does
+    assert ((p >= t) == Y[0]).mean() != ((p >= 0.5) == Y[0]).mean()  # it matters here
+    W_t, at_t = run(t)
+    for a, b in zip(W_half, W_t, strict=True):
+        np.testing.assert_array_equal(a, b)
+    last, last_half = at_t.history[-1], half.history[-1]
+    assert last.train_accuracy == pytest.approx(((p >= t) == Y[0]).mean())
+    assert last.val_accuracy == pytest.approx(((p_val >= t) == Y_val[0]).mean())
+    assert last_half.train_accuracy == pytest.approx(((p >= 0.5) == Y[0]).mean())
+    assert (last.train_loss, last.val_loss) == (last_half.train_loss, last_half.val_loss)
+    assert loss_and_accuracy(at_t.network, X, Y, threshold=t)[1] == last.train_accuracy
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "gd"], ids=["direct", "gram"])

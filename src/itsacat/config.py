@@ -74,7 +74,7 @@ class ModelParams:
     hidden: tuple[int, ...] = (20, 7, 5)
     activation: Activation = "relu"
     init: Literal["he", "xavier"] = "he"
-    threshold: float = 0.5  # P(cat) from which a photo is a cat; travels inside the model
+    threshold: float = 0.35  # P(cat) from which a photo is a cat; travels inside the model
 
     def check(self, source: str) -> None:
         for size in self.hidden:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import signal
 import threading
 import time
@@ -185,21 +186,32 @@ def photo_weights(cw: ClassWeights, Y: Array) -> Array | None:
     return w
 
 
-def _loss_acc(ZL: Array, Y: Array, cw: ClassWeights = None) -> tuple[float, float]:
-    """Cross-entropy (class-weighted like the cost) and accuracy (threshold ½) from the
-    output logits."""
-    return cross_entropy(ZL, Y, photo_weights(cw, Y)), float(((ZL > 0) == (Y > 0.5)).mean())
+def decision_logit(threshold: float) -> float:
+    """The output logit at and above which a photo is a cat: σ(z) ≥ threshold ⇔ z ≥ this."""
+    return math.log(threshold / (1.0 - threshold))
 
 
-def loss_and_accuracy(net: Network, X: Array, Y: Array, chunk: int = 4096) -> tuple[float, float]:
-    """Cross-entropy and accuracy (threshold ½) of `net` on (X, Y), without dropout."""
+def _loss_acc(
+    ZL: Array, Y: Array, cw: ClassWeights = None, cut: float = 0.0
+) -> tuple[float, float]:
+    """Cross-entropy (class-weighted like the cost) and accuracy (cats from logit `cut` up,
+    see `decision_logit`) from the output logits."""
+    return cross_entropy(ZL, Y, photo_weights(cw, Y)), float(((cut <= ZL) == (Y > 0.5)).mean())
+
+
+def loss_and_accuracy(
+    net: Network, X: Array, Y: Array, chunk: int = 4096, threshold: float = 0.5
+) -> tuple[float, float]:
+    """Cross-entropy and accuracy (cats from P(cat) `threshold` up) of `net` on (X, Y),
+    without dropout."""
     m = X.shape[1]
+    cut = decision_logit(threshold)
     loss_sum, correct = 0.0, 0.0
     for start in range(0, m, chunk):
         xb, yb = X[:, start : start + chunk], Y[:, start : start + chunk]
         ZL = forward(net, xb).Z[-1]
         loss_sum += cross_entropy(ZL, yb) * xb.shape[1]
-        correct += float(((ZL > 0) == (yb > 0.5)).sum())
+        correct += float(((cut <= ZL) == (yb > 0.5)).sum())
     return loss_sum / m, correct / m
 
 
@@ -287,6 +299,7 @@ class _Engine:
     full-batch forward pass a loss check leaves for the next step to start from."""
 
     name = ""
+    cut = 0.0  # the logit from which the logged accuracy calls a cat (`decision_logit`)
 
     def __init__(
         self,
@@ -320,7 +333,7 @@ class _Engine:
     def train_loss(self) -> tuple[float, float]:
         cache = self.batch_forward(None, 0.0, None)
         self._pending = cache  # the next full-batch step starts from these very weights
-        return _loss_acc(cache.Z[-1], self.Y, self.cw)
+        return _loss_acc(cache.Z[-1], self.Y, self.cw, self.cut)
 
     def finish(self) -> Network:
         return self.net
@@ -448,7 +461,9 @@ class _Direct(_Engine):
         return self.net, grads, W_before
 
     def val_loss(self, X_val: Array, Y_val: Array) -> tuple[float, float]:
-        return _loss_acc(forward(self.net, X_val, first=self.first(X_val)).Z[-1], Y_val, self.cw)
+        return _loss_acc(
+            forward(self.net, X_val, first=self.first(X_val)).Z[-1], Y_val, self.cw, self.cut
+        )
 
 
 class _Gram(_Engine):
@@ -583,7 +598,7 @@ class _Gram(_Engine):
         Z = self.span.C @ self.K  # (n_1, m_val)
         Z += self.span.a * self.P0_val
         Z += self.net.b[0]
-        return _loss_acc(forward(self.net, None, first=Z).Z[-1], Y_val, self.cw)
+        return _loss_acc(forward(self.net, None, first=Z).Z[-1], Y_val, self.cw, self.cut)
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """The other layers and optimiser as on the direct path, W[0] as a, C (and momentum's
@@ -761,6 +776,7 @@ def fit(
     checkpoints: Checkpoints | None = None,
     resume: FitState | None = None,
     copies: Copies | None = None,
+    threshold: float = 0.5,
 ) -> FitResult:
     """Train `net` in place on X (n_x, m), Y (1, m) and return it with its history.
 
@@ -769,7 +785,8 @@ def fit(
     and `resume`: see the module's docstring; `resume` needs `net` as initialised for the
     interrupted run (same seed) and the same X, Y and params. `copies`: X's columns are
     moved copies laid out so (`copies.find_copies`); the direct path's full-batch steps
-    then multiply by the originals alone (numpy backend).
+    then multiply by the originals alone (numpy backend). `threshold`: the model's
+    `model.threshold`, where the logged accuracies call a photo a cat.
     """
     n_x, m = X.shape
     check_data_fits(train, m, X_val is not None)
@@ -817,6 +834,7 @@ def fit(
             if chosen == "gram"
             else _Direct(net, X, Y, train, cw, pool, threads, copies=factor)
         )
+        engine.cut = decision_logit(threshold)
         hooks = _Hooks(on_log, on_insight, on_epoch)
         if resume is not None:
             engine.restore(resume.arrays, resume.scalars)

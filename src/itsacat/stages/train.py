@@ -268,6 +268,7 @@ def train(params: Params, paths: Paths = Paths(), log_live: bool = False) -> Fit
                     checkpoints=checkpoints,
                     resume=resume,
                     copies=copies,
+                    threshold=params.model.threshold,
                 )
         except KeyboardInterrupt:
             if checkpoints is not None and checkpoints.saved_epoch:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from itsacat import cli
+from itsacat.artifacts import load_model, save_model
+from itsacat.predict import Predictor
 from itsacat.stages._common import os_error_message, run_stage
 
 
@@ -93,6 +96,44 @@ def test_explain_names_the_photo_that_is_not_an_image(
     notes.write_text("hi\n")
     assert cli.main(["explain", str(notes), "--model-dir", str(tiny_model_dir)]) == 1
     assert _one_error_line(capsys).startswith(f"itsacat: error: {notes}: the 3 bytes are not")
+
+
+def test_predict_says_the_verdict_its_probability_and_the_models_threshold(
+    tiny_model_dir: Path, photos: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = load_model(tiny_model_dir)
+    model.threshold = 0.3
+    save_model(model, tmp_path / "m")
+    expected = [Predictor(model).predict_bytes(p.read_bytes()) for p in photos]
+    assert cli.main(["predict", *map(str, photos), "--model-dir", str(tmp_path / "m")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        f"{photo}: {e.label} (P(cat) = {e.probability:.3f}; a cat from 0.3)"
+        for photo, e in zip(photos, expected, strict=True)
+    ]
+    assert [e.label for e in expected] == [
+        "cat" if e.probability >= 0.3 else "non-cat" for e in expected
+    ]
+    assert cli.main(["predict", "--json", str(photos[0]), "--model-dir", str(tmp_path / "m")]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert (row["threshold"], row["label"]) == (0.3, expected[0].label)
+
+
+def test_explain_shows_every_layer_and_the_rule_of_the_verdict(
+    tiny_model_dir: Path, photos: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = Predictor.load(tiny_model_dir).predict_bytes(photos[0].read_bytes(), trace=True)
+    assert cli.main(["explain", str(photos[0]), "--model-dir", str(tiny_model_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{photos[0]} → 64×64×3 pixels → [12288, 4, 3, 1]"
+    assert lines[1].startswith("layer 1 (relu, 4 perceptrons, ")
+    assert lines[2].startswith("layer 2 (relu, 3 perceptrons, ")
+    assert lines[3] == f"layer 3 (sigmoid output, P(cat)): {p.probability:.3f}"
+    assert lines[4] == (
+        f"verdict: {p.label} (P(cat) = {p.probability:.3f}; a cat from 0.5), "
+        f"model {p.model_version}"
+    )
+    assert len(lines) == 5
 
 
 def reader_gone(*args: str) -> tuple[int, str]:

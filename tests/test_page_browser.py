@@ -76,10 +76,23 @@ def test_upload_a_photo_and_read_the_verdict(
         assert verdict == ("cat" if expected.label == "cat" else "not a cat")
         shown = float(browser.find_element(By.ID, "probability").text)  # type: ignore[attr-defined]
         assert shown == pytest.approx(expected.probability, abs=5e-4)
+        rule = browser.find_element(By.ID, "rule").text  # type: ignore[attr-defined]
+        assert rule == f"· a cat from {expected.threshold:g}"
+        tick = browser.find_element(By.ID, "cut")  # type: ignore[attr-defined]
+        assert tick.is_displayed()
+        meter = tick.find_element(By.XPATH, "..")
+        left = float(tick.value_of_css_property("left").removesuffix("px"))  # computed: px
+        assert left == pytest.approx(expected.threshold * meter.size["width"], abs=1.0)
         charts = browser.find_elements(By.CSS_SELECTOR, "#layers svg")  # type: ignore[attr-defined]
         assert len(charts) == len(predictor.model.network.W)
         bars = [len(c.find_elements(By.TAG_NAME, "rect")) for c in charts]
         assert bars == predictor.model.network.sizes[1:]
+        names = browser.find_elements(By.CSS_SELECTOR, "#layers .name")  # type: ignore[attr-defined]
+        assert names[-1].text == (
+            f"layer {len(charts)} · sigmoid output · P(cat) {expected.probability:.3f} · "
+            f"a cat from {expected.threshold:g} (the line)"
+        )
+        assert len(charts[-1].find_elements(By.CSS_SELECTOR, "line[stroke-dasharray]")) == 1
         preview = browser.find_element(By.ID, "preview")  # type: ignore[attr-defined]
         assert preview.get_attribute("naturalWidth") not in (None, "0")  # the photo is shown
     shot = tmp_path / "page.png"

@@ -339,6 +339,8 @@ def test_report_shows_each_commits_numbers_and_deltas(two_commits: dict[str, Any
     assert "model.train_seconds" in rows
     assert "| params.yaml: train.learning_rate | `0.0075` | `0.001` |" in text
     assert "cat-grumpy.jpeg" in text
+    threshold = yaml.safe_load((root / "params.yaml").read_text())["model"]["threshold"]
+    assert f"A photo is a cat from P(cat) {threshold:g} up (`model.threshold`)." in text
     for png in ("training_curves.png", "roc.png", "confusion.png", "insight_layers.png"):
         path = root / "build" / "report" / png
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png

@@ -105,4 +105,5 @@ def test_the_endpoint_calls_photos_at_the_models_own_threshold(
         )
     labels = [p["label"] for p in r.json()["predictions"]]
     assert labels == [test.classes[int(p >= model.threshold)] for p in p_eval]
+    assert {p["threshold"] for p in r.json()["predictions"]} == {model.threshold}  # and says so
     assert labels != [test.classes[int(p >= 0.5)] for p in p_eval]  # the threshold mattered

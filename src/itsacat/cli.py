@@ -59,8 +59,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"photo": photo, **p.to_json()}))
         else:
-            print(f"{photo}: {p.label} (P(cat) = {p.probability:.3f})")
+            print(f"{photo}: {p.label} (P(cat) = {p.probability:.3f}; {_cat_from(p.threshold)})")
     return status
+
+
+def _cat_from(threshold: float) -> str:
+    """How a verdict is reached, for people: the model's threshold."""
+    return f"a cat from {threshold:.3g}"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -126,14 +131,20 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         print(json.dumps(p.to_json()))
         return 0
     print(f"{args.photo} → 64×64×3 pixels → {predictor.model.network.sizes}")
-    for layer in p.trace or []:
+    trace = p.trace or []
+    for layer in trace[:-1]:
         out = layer.outputs
         fired = sum(v > (0.5 if layer.activation == "sigmoid" else 0.0) for v in out)
         print(
-            f"layer {layer.layer} ({layer.activation}, {len(out)} perceptrons, "
-            f"{fired} fired): " + " ".join(f"{v:.3f}" for v in out)
+            f"layer {layer.layer} ({layer.activation}, {len(out)} perceptron"
+            f"{'s' if len(out) != 1 else ''}, {fired} fired): " + " ".join(f"{v:.3f}" for v in out)
         )
-    print(f"verdict: {p.label} (P(cat) = {p.probability:.3f}), model {p.model_version}")
+    if trace:
+        print(f"layer {trace[-1].layer} (sigmoid output, P(cat)): {trace[-1].outputs[0]:.3f}")
+    print(
+        f"verdict: {p.label} (P(cat) = {p.probability:.3f}; {_cat_from(p.threshold)}), "
+        f"model {p.model_version}"
+    )
     return 0
 
 

@@ -34,6 +34,7 @@ class LayerTrace:
 class Prediction:
     label: str
     probability: float  # P(cat)
+    threshold: float  # the model's: a cat from P(cat) >= this
     model_version: str
     trace: list[LayerTrace] | None = None
 
@@ -94,4 +95,4 @@ class Predictor:
 
     def _prediction(self, p: float, trace: list[LayerTrace] | None) -> Prediction:
         label = self.model.classes[1] if p >= self.threshold else self.model.classes[0]
-        return Prediction(label, round(p, 6), self.model.version, trace)
+        return Prediction(label, round(p, 6), self.threshold, self.model.version, trace)

@@ -235,6 +235,7 @@ class PhotoVerdict:
     photo: str
     label: str
     probability: float
+    threshold: float  # the branch model's: a cat from P(cat) >= this
 
 
 @dataclass(frozen=True)
@@ -298,6 +299,8 @@ def render(report: Report) -> str:
             out += [f"### {title}", "", f"![{title}]({path})", ""]
     out += ["## Predictions on real photos", ""]
     if report.verdicts:
+        cut = report.verdicts[0].threshold
+        out += [f"A photo is a cat from P(cat) {cut:g} up (`model.threshold`).", ""]
         out += ["| photo | verdict | P(cat) |", "| --- | --- | ---: |"]
         out += [f"| {v.photo} | {v.label} | {v.probability:.3f} |" for v in report.verdicts]
         out.append("")
@@ -418,7 +421,7 @@ def _predict(predictor: Predictor, photos: Sequence[Path]) -> list[PhotoVerdict]
             p = predictor.predict_bytes(data)
         except ItsacatError as exc:  # as `itsacat predict` says it: which photo, and why
             raise ReportError(f"{photo}: {exc}") from None
-        verdicts.append(PhotoVerdict(photo.name, p.label, p.probability))
+        verdicts.append(PhotoVerdict(photo.name, p.label, p.probability, p.threshold))
     return verdicts
 
 

@@ -5,7 +5,7 @@ Handler: `itsacat.serve.lambda_handler.handler` (`LAMBDA_HANDLER`); the zip buil
 (`ITSACAT_MODEL_DIR` overrides where the model is read from).
 
     POST (any path), body = a photo (base64, as API Gateway sends binary media) or JSON
-        → 200 {"label", "probability", "model_version"}   (or {"predictions": [...]})
+        → 200 {"label", "probability", "threshold", "model_version"}   (or {"predictions": [...]})
     GET  (any path)            → 200 {"status": "ok", "model_version": ...}
     a direct invoke            → the event itself is the JSON request; the answer is a dict
 

@@ -41,8 +41,10 @@ PAGE_HTML = """<!doctype html>
   #verdict { font-size: 34px; font-weight: 700; margin: 0; }
   #verdict.cat { color: var(--cat); }
   #verdict.not { color: var(--not); }
-  .meter { height: 12px; background: #eaecf0; border-radius: 6px; margin: 10px 0 4px;
-           overflow: hidden; }
+  .meter { position: relative; height: 12px; background: #eaecf0; border-radius: 6px;
+           margin: 10px 0 4px; overflow: hidden; }
+  .meter i { position: absolute; top: 0; bottom: 0; width: 2px; margin-left: -1px;
+             background: var(--ink); display: none; }
   .meter span { display: block; height: 100%; width: 0; background: var(--cat);
                 transition: width .3s; }
   #probability { font-variant-numeric: tabular-nums; }
@@ -70,8 +72,10 @@ PAGE_HTML = """<!doctype html>
     </label>
     <section class="card" aria-live="polite">
       <p id="verdict">&nbsp;</p>
-      <div class="meter"><span id="meter"></span></div>
-      <div>P(cat) = <span id="probability">&ndash;</span></div>
+      <div class="meter"><span id="meter"></span>
+        <i id="cut" title="the model's threshold"></i></div>
+      <div>P(cat) = <span id="probability">&ndash;</span>
+        <span class="muted" id="rule"></span></div>
       <p id="error"></p>
       <h2>How each layer's perceptrons responded</h2>
       <div id="layers"><p class="muted">Pick a photo to see every layer at work.</p></div>
@@ -91,13 +95,16 @@ function svgEl(name, attrs) {
   return el;
 }
 
-function drawLayers(trace) {
+function drawLayers(trace, threshold) {
   const box = $("layers");
   box.replaceChildren();
-  for (const layer of trace) {
+  trace.forEach((layer, k) => {
     const out = layer.outputs;
-    const mid = layer.activation === "sigmoid" ? 0.5 : 0;
-    const fired = out.filter((v) => v > mid).length;
+    // the output layer's one perceptron is P(cat): it "fires" (cat) from the model's threshold
+    const last = k === trace.length - 1;
+    const mid = last ? threshold : layer.activation === "sigmoid" ? 0.5 : 0;
+    const on = (v) => (last ? v >= mid : v > mid);
+    const fired = out.filter(on).length;
     // sigmoid outputs are probabilities: draw them on a fixed 0…1 scale
     const sig = layer.activation === "sigmoid";
     const lo = sig ? 0 : Math.min(0, ...out), hi = sig ? 1 : Math.max(1e-9, ...out);
@@ -105,8 +112,11 @@ function drawLayers(trace) {
     div.className = "layer";
     const name = document.createElement("div");
     name.className = "name";
-    name.textContent = `layer ${layer.layer} \\u00b7 ${layer.activation} \\u00b7 ` +
-      `${out.length} perceptron${out.length > 1 ? "s" : ""} \\u00b7 ${fired} fired`;
+    name.textContent = last
+      ? `layer ${layer.layer} \\u00b7 sigmoid output \\u00b7 P(cat) ${out[0].toFixed(3)}` +
+        ` \\u00b7 a cat from ${threshold} (the line)`
+      : `layer ${layer.layer} \\u00b7 ${layer.activation} \\u00b7 ` +
+        `${out.length} perceptron${out.length > 1 ? "s" : ""} \\u00b7 ${fired} fired`;
     const W = 600, H = 64, gap = 2, bw = Math.max(2, (W - gap * (out.length + 1)) / out.length);
     const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none",
                                 role: "img", "aria-label": name.textContent });
@@ -116,15 +126,20 @@ function drawLayers(trace) {
       const y = H - 4 - ((v - lo) / (hi - lo)) * (H - 8);
       const rect = svgEl("rect", { x: gap + i * (bw + gap), y: Math.min(y, y0), width: bw,
         height: Math.max(1, Math.abs(y0 - y)), rx: 2,
-        fill: v > mid ? "#4f6bed" : "#c9cfe8" });
+        fill: on(v) ? "#4f6bed" : "#c9cfe8" });
       const tip = svgEl("title", {});
       tip.textContent = `perceptron ${i + 1}: ${v.toFixed(3)}`;
       rect.appendChild(tip);
       svg.appendChild(rect);
     });
+    if (last) {
+      const yt = H - 4 - ((threshold - lo) / (hi - lo)) * (H - 8);
+      svg.appendChild(svgEl("line", { x1: 0, x2: W, y1: yt, y2: yt, stroke: "#1d2330",
+                                      "stroke-dasharray": "6 4" }));
+    }
     div.append(name, svg);
     box.appendChild(div);
-  }
+  });
 }
 
 function show(result) {
@@ -135,8 +150,12 @@ function show(result) {
   $("probability").textContent = result.probability.toFixed(3);
   $("meter").style.width = (100 * result.probability).toFixed(1) + "%";
   $("meter").style.background = isCat ? "var(--cat)" : "var(--not)";
+  // the tick: where the model starts calling a photo a cat
+  $("cut").style.left = (100 * result.threshold).toFixed(1) + "%";
+  $("cut").style.display = "block";
+  $("rule").textContent = "\\u00b7 a cat from " + result.threshold;
   $("version").textContent = result.model_version;
-  drawLayers(result.trace || []);
+  drawLayers(result.trace || [], result.threshold);
 }
 
 async function classify(file) {
@@ -161,6 +180,8 @@ async function classify(file) {
     $("verdict").textContent = "\\u00a0";
     $("probability").textContent = "\\u2013";
     $("meter").style.width = "0";
+    $("cut").style.display = "none";
+    $("rule").textContent = "";
     $("layers").replaceChildren();
     $("error").textContent = String(err.message || err);
     document.body.dataset.state = "error";

@@ -77,3 +77,36 @@ def test_unwritable_outputs_fail_before_metrics_json_changes(
     err = capsys.readouterr().err
     assert err.startswith("itsacat: error: ") and err.count("\n") == 1, err
     assert project.metrics.read_text() == '{"test": {"accuracy": 0.75}}\n'
+
+
+def test_the_pictures_show_where_the_model_decides(
+    project: stage.Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ROC marks the operating point at the model's threshold; the confusion matrix and the
+    gallery of mistakes say which threshold made them."""
+    from itsacat import plots
+
+    figures: dict[str, object] = {}
+    save = plots._save
+
+    def keep(fig: object, path: str | Path) -> None:
+        figures[Path(path).name] = fig
+        save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    stage.evaluate(PARAMS, project)
+    rows = json.loads((project.out / "predictions.json").read_text())
+    y = np.array([r["label"] for r in rows])
+    called = np.array([r["probability"] >= 0.5 for r in rows])  # the tiny model's threshold
+    tpr, fpr = called[y == 1].mean(), called[y == 0].mean()
+
+    ax = figures["roc.png"].axes[0]  # type: ignore[attr-defined]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[1] == f"a cat from 0.5: TPR {tpr:.2f}, FPR {fpr:.2f}"
+    point = ax.get_lines()[1]
+    assert (list(point.get_xdata()), list(point.get_ydata())) == ([fpr], [tpr])
+    confusion_ax = figures["confusion.png"].axes[0]  # type: ignore[attr-defined]
+    assert confusion_ax.get_title() == "confusion (test, cat from 0.5)"
+    title = figures["misclassified.png"]._suptitle.get_text()  # type: ignore[attr-defined]
+    shown = min(int((called != (y == 1)).sum()), PARAMS.gallery_size)
+    assert title == f"misclassified test photos ({shown} shown; a cat from P(cat) 0.5)"

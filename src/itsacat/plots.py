@@ -57,17 +57,29 @@ def training_curves(
     _save(fig, path)
 
 
-def roc(fpr: NDArray[Any], tpr: NDArray[Any], auc: float, path: str | Path) -> None:
+def roc(
+    fpr: NDArray[Any],
+    tpr: NDArray[Any],
+    auc: float,
+    path: str | Path,
+    operating: tuple[float, float, float] | None = None,
+) -> None:
+    """The ROC curve; `operating` = (fpr, tpr, threshold) marks where the model decides."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.plot(fpr, tpr, label=f"AUC {auc:.3f}")
+    if operating is not None:
+        f, t, cut = operating
+        ax.plot([f], [t], "o", color="black", label=f"a cat from {cut:g}: TPR {t:.2f}, FPR {f:.2f}")
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (test)")
     ax.legend(loc="lower right")
     _save(fig, path)
 
 
-def confusion_matrix(c: dict[str, int], path: str | Path, classes: Sequence[str]) -> None:
+def confusion_matrix(
+    c: dict[str, int], path: str | Path, classes: Sequence[str], threshold: float | None = None
+) -> None:
     plt = _pyplot()
     grid = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]])
     fig, ax = plt.subplots(figsize=(3.6, 3.2))
@@ -78,7 +90,9 @@ def confusion_matrix(c: dict[str, int], path: str | Path, classes: Sequence[str]
         )
     ax.set_xticks([0, 1], [f"pred {c}" for c in classes])
     ax.set_yticks([0, 1], [f"true {c}" for c in classes])
-    ax.set_title("confusion (test)")
+    ax.set_title(
+        "confusion (test)" if threshold is None else f"confusion (test, cat from {threshold:g})"
+    )
     _save(fig, path)
 
 

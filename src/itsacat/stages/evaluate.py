@@ -108,16 +108,20 @@ def evaluate(params: EvaluateParams, paths: Paths = Paths()) -> dict[str, Any]:
         ],
     )
 
-    plots.roc(fpr, tpr, metrics["test"]["roc_auc"], paths.out / "roc.png")
-    plots.confusion_matrix(
-        confusion(test.labels, p_test, threshold), paths.out / "confusion.png", classes
+    c = confusion(test.labels, p_test, threshold)
+    operating = (
+        c["fp"] / max(c["fp"] + c["tn"], 1),
+        c["tp"] / max(c["tp"] + c["fn"], 1),
+        threshold,
     )
+    plots.roc(fpr, tpr, metrics["test"]["roc_auc"], paths.out / "roc.png", operating)
+    plots.confusion_matrix(c, paths.out / "confusion.png", classes, threshold)
     wrong = np.flatnonzero(predicted != test.labels.astype(bool))[: params.gallery_size]
     plots.gallery(
         test.images[wrong],
         [f"#{i}: truly {classes[int(test.labels[i])]}\nP(cat) = {p_test[i]:.2f}" for i in wrong],
         paths.out / "misclassified.png",
-        f"misclassified test photos ({len(wrong)} shown)",
+        f"misclassified test photos ({len(wrong)} shown; a cat from P(cat) {threshold:g})",
     )
     insight = load_insight(paths.insight)
     if insight.rows:

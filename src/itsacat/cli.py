@@ -65,7 +65,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cat_from(threshold: float) -> str:
     """How a verdict is reached, for people: the model's threshold."""
-    return f"a cat from {threshold:.3g}"
+    return f"a cat from {threshold:g}"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import warnings
 import zlib
 from pathlib import Path
 
@@ -136,6 +137,17 @@ def test_exif_orientation_is_honoured() -> None:
     out = decode_image(encode(img.convert("RGB"), "JPEG", exif=exif, quality=95))
     # after the rotation the white half is at the bottom: compare top and bottom rows
     assert out[:8].mean() < 60 and out[-8:].mean() > 200
+
+
+def test_exif_cut_short_is_read_as_far_as_it_goes_without_a_warning() -> None:
+    """A photo whose EXIF block ends early still decodes, as upright, and Pillow's "Corrupt
+    EXIF data" warning (once per server process, on stderr) is not passed on."""
+    img = Image.new("RGB", (64, 64), (200, 30, 30))
+    data = encode(img, "JPEG", exif=b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x02\x00")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = decode_image(data)
+    assert out.shape == (64, 64, 3) and abs(int(out[..., 0].mean()) - 200) < 8
 
 
 def test_large_photo_decodes(photos: list[Path]) -> None:

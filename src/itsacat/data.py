@@ -155,6 +155,9 @@ def decode_image(data: bytes, size: int = IMAGE_SIZE) -> NDArray[np.uint8]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # EXIF cut short: Pillow keeps what it read (the photo stays upright) and warns
+            # once per process on stderr; the photo is fine, so the warning goes no further
+            warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
             img: Image.Image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
             width, height = img.size
             is_jpeg = img.format in _JPEG_FORMATS

@@ -119,17 +119,52 @@ def test_evaluate_only_param_reruns_only_evaluate(project: Path) -> None:
         _run(project, "dvc", "repro")
 
 
+def _saved(project: Path, *names: str) -> dict[str, bytes]:
+    """Every file of these outputs (folders or files), by path: what a user has now."""
+    out = {}
+    for name in names:
+        path = project / name
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        assert files and files[0].exists(), f"{name} is missing"
+        out |= {str(f.relative_to(project)): f.read_bytes() for f in files}
+    return out
+
+
+KEPT = ("model", "insight", "eval", "metrics.json")  # what a failed run must leave as it was
+
+
 def test_bad_param_fails_before_any_work(project: Path) -> None:
     params_path = project / "params.yaml"
     original = params_path.read_text()
+    before = _saved(project, *KEPT, "dvclive")
     params_path.write_text(original.replace("optimizer:", "optmizer:"))
     try:
         proc = _run(project, "dvc", "repro", check=False)
         assert proc.returncode != 0
         assert "unknown key train.optmizer" in proc.stdout + proc.stderr
         assert "Traceback" not in proc.stdout + proc.stderr
+        assert _saved(project, *KEPT, "dvclive") == before  # DVC deleted none of it either
     finally:
         params_path.write_text(original)
+
+
+def test_a_diverging_repro_keeps_the_last_model_metrics_and_pictures(project: Path) -> None:
+    """The stage saves no model from a run whose cost turned NaN, and DVC (persist) does
+    not delete the last one before running it: `itsacat predict` still works after."""
+    params_path = project / "params.yaml"
+    original = params_path.read_text()
+    before = _saved(project, *KEPT)
+    params = yaml.safe_load(original)
+    params["train"]["learning_rate"] = 1.0e9
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        proc = _run(project, "dvc", "repro", check=False)
+        assert proc.returncode != 0
+        assert "training diverged" in proc.stdout + proc.stderr
+        assert _saved(project, *KEPT) == before
+    finally:
+        params_path.write_text(original)
+        _run(project, "dvc", "repro")
 
 
 def test_experiment_with_set_param(project: Path) -> None:
@@ -216,6 +251,7 @@ def test_ctrl_c_during_dvc_repro_and_the_next_repro_ends_with_the_same_model(
     params_path.write_text((repo_root / "params.yaml").read_text())  # the defaults
     _run(project, "dvc", "repro")  # the uninterrupted model (the module's first repro's)
     first = json.loads((project / "model" / "model.json").read_text())["version"]
+    model = _saved(project, "model")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     status, out = signal_when(
         ["dvc", "repro", "-f", "train"], "epoch 500: loss", signal.SIGINT, project, env, group=True
@@ -224,6 +260,7 @@ def test_ctrl_c_during_dvc_repro_and_the_next_repro_ends_with_the_same_model(
         assert status != 0, out
         assert "saved the training after epoch" in out, out
         assert (project / ".itsacat" / "checkpoints" / "train.npz").exists()
+        assert _saved(project, "model") == model  # not deleted by DVC before the run
         again = _run(project, "dvc", "repro", "-f", "train")
         log = again.stdout + again.stderr
         assert "resuming after epoch" in log, log

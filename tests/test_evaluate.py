@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from itsacat.config import EvaluateParams
-from itsacat.data import Dataset, save_split
+from itsacat.config import EvaluateParams, TrainParams
+from itsacat.data import N_X, Dataset, save_split
 from itsacat.errors import ItsacatError
 from itsacat.insight import InsightRecorder
+from itsacat.network import init_network
 from itsacat.stages import evaluate as stage
 from itsacat.stages._common import run_stage
+from itsacat.training import fit
 
 PARAMS = EvaluateParams(gallery_size=2)
 
@@ -110,3 +112,22 @@ def test_the_pictures_show_where_the_model_decides(
     title = figures["misclassified.png"]._suptitle.get_text()  # type: ignore[attr-defined]
     shown = min(int((called != (y == 1)).sum()), PARAMS.gallery_size)
     assert title == f"misclassified test photos ({shown} shown; a cat from P(cat) 0.5)"
+
+
+def test_a_training_without_insight_leaves_no_older_insight_pictures(project: stage.Paths) -> None:
+    """eval/ persists between runs (dvc.yaml), so pictures of an older training's insight
+    must go when the new training recorded none (train.insight_every: 0)."""
+    recorder = InsightRecorder()
+    net = init_network([N_X, 4, 3, 1], "relu", "he", np.random.default_rng(0), "float32")
+    X = np.random.default_rng(1).random((N_X, 8), dtype=np.float32)
+    Y = (np.arange(8) % 2).reshape(1, -1).astype(np.float32)
+    params = TrainParams(epochs=2, insight_every=1, class_weight="none", l2=0.0)
+    fit(net, X, Y, params, np.random.default_rng(2), on_insight=recorder)
+    recorder.save(project.insight)
+    stage.evaluate(PARAMS, project)
+    drawn = {p.name for p in project.out.glob("insight_*.png")}
+    assert drawn == {"insight_layers.png", "insight_perceptrons.png"}
+    InsightRecorder().save(project.insight)  # the next training recorded nothing
+    stage.evaluate(PARAMS, project)
+    assert not list(project.out.glob("insight_*.png"))
+    assert (project.out / "roc.png").exists()

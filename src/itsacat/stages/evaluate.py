@@ -124,9 +124,13 @@ def evaluate(params: EvaluateParams, paths: Paths = Paths()) -> dict[str, Any]:
         f"misclassified test photos ({len(wrong)} shown; a cat from P(cat) {threshold:g})",
     )
     insight = load_insight(paths.insight)
-    if insight.rows:
-        plots.insight_layers(insight, paths.out / "insight_layers.png")
-        plots.insight_perceptrons(insight, paths.out / "insight_perceptrons.png")
+    pictures = {"insight_layers.png": plots.insight_layers}
+    pictures["insight_perceptrons.png"] = plots.insight_perceptrons
+    for name, draw in pictures.items():
+        if insight.rows:
+            draw(insight, paths.out / name)
+        else:  # eval/ persists between runs (dvc.yaml): no picture of an older training
+            (paths.out / name).unlink(missing_ok=True)
     log.info(
         "test: accuracy %.3f, F1 %.3f, ROC AUC %.3f, log loss %.3f",
         metrics["test"]["accuracy"],

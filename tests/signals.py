@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -19,9 +20,10 @@ def signal_when(
     group: bool = False,
 ) -> tuple[int, str]:
     """Start `args`; once a line of its output (stdout and stderr together) holds `marker`,
-    send `sig`; → (exit status, the whole output). Fails if it ends without the marker.
-    With `group`, the command leads its own process group and the signal goes to the whole
-    group, as a terminal's Ctrl-C does (`dvc repro` and the stage it runs)."""
+        send `sig`; → (exit status, the whole output). Fails if it ends without the marker, or
+    has not printed it within `timeout` seconds (it is killed then).
+        With `group`, the command leads its own process group and the signal goes to the whole
+        group, as a terminal's Ctrl-C does (`dvc repro` and the stage it runs)."""
     proc = subprocess.Popen(
         list(args),
         cwd=cwd,
@@ -32,17 +34,23 @@ def signal_when(
         start_new_session=group,
     )
     assert proc.stdout is not None
+    # a marker that never comes must not hang the suite: kill it after `timeout`
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
     lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if marker in line:
-            if group:
-                os.killpg(proc.pid, sig)
-            else:
-                proc.send_signal(sig)
-            break
-    else:
-        proc.wait(timeout=timeout)
-        raise AssertionError(f"{args} ended without printing {marker!r}:\n" + "".join(lines))
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if marker in line:
+                if group:
+                    os.killpg(proc.pid, sig)
+                else:
+                    proc.send_signal(sig)
+                break
+        else:
+            proc.wait(timeout=timeout)
+            raise AssertionError(f"{args} ended without printing {marker!r}:\n" + "".join(lines))
+    finally:
+        watchdog.cancel()
     lines.extend(proc.stdout)
     return proc.wait(timeout=timeout), "".join(lines)

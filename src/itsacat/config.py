@@ -245,7 +245,7 @@ class TuneRange:
     low: float | None = None
     high: float | None = None
     scale: Literal["linear", "log"] = "linear"
-    values: tuple[str, ...] = ()
+    values: tuple[str, ...] | None = None  # None: not given (an empty list is refused)
 
     def check(self, key: str, source: str) -> None:
         name = f"tune.ranges.{key}"
@@ -265,9 +265,16 @@ class TuneRange:
                 source,
             )
         hint = typing.get_type_hints(_SECTION_TYPES[section])[field_name]
-        if self.values:
+        if self.values is not None:
             if self.low is not None or self.high is not None:
                 _fail(name, "low/high and values", "either low and high, or values", source)
+            if not self.values:
+                default = fields[field_name].default  # every tunable key has a plain default
+                example = default if isinstance(default, str) else json.dumps(default)
+                raise ConfigError(
+                    f"{name}.values is empty; list the values to try as YAML text, "
+                    f'e.g. values: ["{example}"] ({source})'
+                )
             for value in self.values:
                 parsed = _parse_hyperparameter(value)
                 params_from_dict({section: {field_name: parsed}}, f"{name}.values, {source}")
@@ -289,11 +296,25 @@ class TuneRange:
             )
         if self.scale == "log" and not self.low > 0:
             _fail(f"{name}.low", self.low, "> 0 for scale: log", source)
+        # The ends through the key's own checks: every limit of a numeric key is an
+        # interval, so a range whose ends pass holds only points that pass.
+        for end, bound in (("low", self.low), ("high", self.high)):
+            point = round(bound) if hint is int else bound
+            params_from_dict({section: {field_name: point}}, f"{name}.{end}, {source}")
 
 
 @dataclass(frozen=True)
 class TuneParams:
     """Hyperparameter search ranges for `itsacat tune` (local DVC queue or SageMaker)."""
+
+    # Exactly what the train stage logs (dvclive, and the SageMaker entry point's
+    # `itsacat-metric` lines): a search can rank by nothing else, and never by a test metric.
+    OBJECTIVES: typing.ClassVar[tuple[str, ...]] = (
+        "train/loss",
+        "train/accuracy",
+        "val/loss",
+        "val/accuracy",
+    )
 
     backend: Literal["local", "sagemaker"] = "local"
     strategy: Literal["grid", "random"] = "random"
@@ -313,12 +334,11 @@ class TuneParams:
         if self.parallel < 1:
             _fail("tune.parallel", self.parallel, ">= 1", source)
         _check_seed("tune.seed", self.seed, source)
-        if not re.match(r"^(train|val)/[a-z_]+$", self.objective):
+        if self.objective not in self.OBJECTIVES:
             _fail(
                 "tune.objective",
                 self.objective,
-                "a metric the train stage logs: val/accuracy, val/loss, train/accuracy "
-                "or train/loss",
+                "one of the metrics the train stage logs: " + ", ".join(self.OBJECTIVES),
                 source,
             )
         for key, rng in self.ranges.items():
@@ -709,6 +729,10 @@ def _convert(key: str, value: Any, hint: Any, source: str) -> Any:
             _fail(key, value, "a finite number", source)
         return number
     if hint is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):  # YAML read a number
+            raise ConfigError(
+                f'{key} must be a string, got the number {value}; quote it: "{value}" ({source})'
+            )
         if not isinstance(value, str):
             _fail(key, value, "a string", source)
         return value
@@ -858,9 +882,12 @@ def _parse_hyperparameter(text: Any) -> Any:
 
 
 def params_from_hyperparameters(
-    hyperparameters: Mapping[str, str], base: Params | None = None
+    hyperparameters: Mapping[str, str],
+    base: Params | None = None,
+    source: str = "SageMaker hyperparameters",
 ) -> Params:
-    """SageMaker's string hyperparameters (`"train.learning_rate": "0.01"`) → `Params`.
+    """String hyperparameters (`"train.learning_rate": "0.01"`) → `Params`: SageMaker's, and
+    `itsacat tune --set` (with `source="--set"`, which every message then names).
 
     Each value is parsed as JSON, else YAML, so "1e-05", "[20, 7, 5]", "true" and "adam"
     mean what they say; keys are `section.key`, layered over `base` (defaults when None).
@@ -870,9 +897,9 @@ def params_from_hyperparameters(
         if "." not in dotted:
             raise ConfigError(
                 f"hyperparameter {dotted!r} must be named section.key, "
-                "e.g. train.learning_rate (SageMaker hyperparameters)"
+                f"e.g. train.learning_rate ({source})"
             )
         section, key = dotted.split(".", 1)
         value = _parse_hyperparameter(text)
         merged.setdefault(section, {})[key] = value
-    return params_from_dict(merged, "SageMaker hyperparameters")
+    return params_from_dict(merged, source)

@@ -4,10 +4,13 @@
     itsacat tune --backend local --set train.epochs=200
     itsacat tune --backend sagemaker
 
-local: each point becomes a queued DVC experiment (`dvc exp run --queue -S key=value …`),
-then `dvc exp run --run-all -j tune.parallel` runs the whole pipeline for each, and the
-metrics the train stage logged (dvclive) rank them (never evaluate's test metrics).
-Every run stays an experiment: `dvc exp apply NAME` takes the best one into the workspace.
+local: every point is checked as params.yaml is, then becomes a queued DVC experiment
+(`dvc exp run --queue -S key=value …`); `dvc queue start -j tune.parallel` runs the whole
+pipeline for each while `dvc queue status` is polled for progress, and the metrics the
+train stage logged (dvclive) rank the experiments that succeeded (never evaluate's test
+metrics; a failed one has none). Every run stays an experiment: `dvc exp apply NAME`
+takes the best one into the workspace. Ctrl-C, or an error, stops this search's
+experiments (queued ones removed, running ones killed) before the command ends.
 
 sagemaker: one hyperparameter tuning job whose training jobs run the same entry point as
 `train.compute: sagemaker`; the objective is read from the `itsacat-metric NAME=VALUE`
@@ -20,17 +23,21 @@ would make its score optimistic.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import logging
 import math
 import re
 import secrets
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,8 +54,10 @@ from itsacat.errors import ConfigError, ItsacatError
 log = logging.getLogger(__name__)
 
 LIVE_METRICS = "dvclive/metrics.json"  # what the train stage logs, locally and on SageMaker
-SHOWN_METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy")
+SHOWN_METRICS = TuneParams.OBJECTIVES  # every metric that file holds, as tune.objective names it
 TUNING_PREFIX_LIMIT = 9  # of a tuning job name's 32 characters
+POLL_S = 10.0  # between `dvc queue status` polls: each costs about a second of CPU
+STOP_TIMEOUT_S = 60.0  # for the killed experiments of a stopped search to end
 
 
 @dataclass(frozen=True)
@@ -164,6 +173,32 @@ def check_objective(
             )
 
 
+def _point_text(point: Mapping[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in point.items())
+
+
+def check_points(params: Params, sets: Mapping[str, str], pts: Sequence[Mapping[str, str]]) -> None:
+    """Every point's complete params (params.yaml, then --set, then the point) through the
+    checks params.yaml gets, before any work: one value at a time first, so that the
+    message names its range, then each point whole (for checks across keys)."""
+    from itsacat.config import params_from_hyperparameters
+
+    seen: set[tuple[str, str]] = set()
+    for point in pts:
+        for key, value in point.items():
+            if (key, value) not in seen:
+                seen.add((key, value))
+                params_from_hyperparameters(
+                    {**sets, key: value}, base=params, source=f"tune.ranges.{key}: {value}"
+                )
+        with_sets = " with --set " + _point_text(sets) if sets else ""
+        params_from_hyperparameters(
+            {**sets, **point},
+            base=params,
+            source=f"the tune.ranges point {_point_text(point)}{with_sets}",
+        )
+
+
 # ---------------------------------------------------------------- local: a DVC queue
 
 
@@ -177,68 +212,267 @@ def flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
-def experiments_from_show(show: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """`dvc exp show --json` → {experiment name: the train stage's metrics, flattened}."""
-    found: dict[str, dict[str, float]] = {}
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment of `dvc exp show --json`: DVC's state for it (success, failed,
+    running or queued) and, only once it succeeded, the train stage's metrics, flattened."""
+
+    state: str
+    metrics: dict[str, float]
+
+
+def experiments_from_show(show: Sequence[Mapping[str, Any]]) -> dict[str, Experiment]:
+    """`dvc exp show --json` → {experiment name: its state and metrics}.
+
+    A failed, queued or running experiment is shown with the files of the commit it started
+    from, so the metrics DVC lists for it are its baseline's (or the workspace's): they are
+    dropped, never read as its own.
+    """
+    found: dict[str, Experiment] = {}
     for baseline in show:
         for exp in baseline.get("experiments") or []:
+            executor = exp.get("executor") or {}
             for rev in exp.get("revs") or []:
+                name = rev.get("name") or exp.get("name")
+                if not name:
+                    continue
+                # DVC 3: executor.state is success, queued, running or failed; an experiment
+                # run outside the queue has no executor, and a failed one an `error` too
+                state = "failed" if rev.get("error") else str(executor.get("state") or "success")
                 data = rev.get("data") or {}
                 live = (data.get("metrics") or {}).get(LIVE_METRICS, {}).get("data")
-                if rev.get("name") and isinstance(live, Mapping):
-                    found[str(rev["name"])] = flat(live)
+                ok = state == "success" and isinstance(live, Mapping)
+                found[str(name)] = Experiment(state, flat(live) if ok else {})
     return found
 
 
+QUEUE_STATES = ("Queued", "Running", "Success", "Failed")  # as `dvc queue status` writes them
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    """`dvc queue status`: each task's state by experiment name (its task id if unnamed),
+    and how many queue workers are up."""
+
+    tasks: dict[str, str]
+    workers: int
+
+    def named(self, state: str, names: Sequence[str] | None = None) -> list[str]:
+        return [n for n, s in self.tasks.items() if s == state and (names is None or n in names)]
+
+
+def queue_status_from_text(text: str) -> QueueStatus:
+    """Parse `dvc queue status` (DVC 3 has no --json for it): a left-aligned table of Task,
+    Name, Created (`10:02 AM` or `Nov 26, 2026`) and Status, then a worker count line."""
+    tasks: dict[str, str] = {}
+    columns: tuple[int, int] | None = None
+    workers = 0
+    for line in text.splitlines():
+        cells = line.split()
+        if cells[:1] == ["Task"] and "Name" in cells and "Created" in cells:
+            columns = (line.index("Name"), line.index("Created"))
+        elif found := re.search(r"Worker status: (\d+) active, (\d+) idle", line):
+            workers = int(found[1]) + int(found[2])
+        elif columns and len(cells) >= 3 and cells[-1] in QUEUE_STATES:
+            tasks[line[columns[0] : columns[1]].strip() or cells[0]] = cells[-1]
+    return QueueStatus(tasks, workers)
+
+
 def _dvc(args: Sequence[str], root: Path, what: str) -> str:
+    """Run one DVC command; → its stdout. It runs in a session of its own, so that a
+    terminal's Ctrl-C never cuts it off halfway through writing DVC's queue or git refs:
+    on Ctrl-C it is left to end (they take seconds), then KeyboardInterrupt goes on."""
     dvc = Path(sys.executable).with_name("dvc")
     cmd = [str(dvc) if dvc.exists() else "dvc", *args]
     log.debug("$ %s", " ".join(cmd))
-    try:
-        done = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
-    except OSError as exc:
-        raise ItsacatError(f"cannot run dvc ({exc}); install it with `pip install dvc`") from None
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        try:
+            proc = subprocess.Popen(
+                cmd, cwd=root, stdout=out, stderr=err, text=True, start_new_session=True
+            )
+        except OSError as exc:
+            raise ItsacatError(
+                f"cannot run dvc ({exc}); install it with `pip install dvc`"
+            ) from None
+        try:
+            returncode = proc.wait()
+        except BaseException:
+            with _shielded(f"waiting for `dvc {' '.join(args[:2])}` to end"):
+                try:
+                    proc.wait(timeout=STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            raise
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if returncode != 0:
+        tail = (stderr or stdout).strip().splitlines()[-3:]
         raise ItsacatError(f"{what} failed: {' / '.join(tail)} (`{' '.join(cmd[1:])}` in {root})")
-    return done.stdout
+    return stdout
 
 
-def tune_local(
-    params: Params, root: Path, sets: Mapping[str, str], run: Callable[..., str] = _dvc
-) -> list[Row]:
+@contextlib.contextmanager
+def _shielded(what: str) -> Iterator[None]:
+    """Let a cleanup run to its end if Ctrl-C comes again: SIGINT only logs meanwhile (the
+    cleanup is bounded). Python runs signal handlers in the main thread only, so elsewhere
+    there is nothing to hold back."""
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is None  # a handler not set from Python: leave it be
+    ):
+        yield
+        return
+
+    def again(signum: int, frame: Any) -> None:
+        log.warning("interrupted; still %s, one moment", what)
+
+    previous = signal.signal(signal.SIGINT, again)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def queue_status(root: Path) -> QueueStatus:
+    return queue_status_from_text(_dvc(["queue", "status"], root, "dvc queue status"))
+
+
+def refuse_busy_queue(status: QueueStatus) -> None:
+    """The queue's workers run whatever it holds: refuse rather than run someone else's
+    experiments (or a stopped search's leftovers) with this search, unannounced."""
+    queued, running = status.named("Queued"), status.named("Running")
+    if not queued and not running:
+        return
+    held = [f"{n} (queued)" for n in queued] + [f"{n} (running)" for n in running]
+    clear = [f"`dvc queue remove {' '.join(queued)}`"] if queued else []
+    clear += [f"`dvc queue kill {' '.join(running)}`"] if running else []
+    raise ItsacatError(
+        f"DVC's experiment queue already holds {', '.join(held)}, which this search would "
+        f"run too; clear it with {' and '.join(clear)} (or let them finish), then tune again"
+    )
+
+
+def run_queue(names: Sequence[str], root: Path, parallel: int) -> None:
+    """Start `parallel` queue workers and wait until every experiment of `names` has ended,
+    logging a line whenever the counts change."""
+    _dvc(["queue", "start", "-j", str(parallel)], root, "starting DVC's queue workers")
+    started = time.monotonic()
+    last: tuple[int, int, int] | None = None
+    missing_before = False
+    while True:
+        status = queue_status(root)
+        succeeded = len(status.named("Success", names))
+        failed = len(status.named("Failed", names))
+        running = len(status.named("Running", names))
+        queued = len(status.named("Queued", names))
+        if (succeeded, failed, running) != last:
+            last = (succeeded, failed, running)
+            log.info(
+                "tune: %d of %d finished%s, %d running",
+                succeeded + failed,
+                len(names),
+                f" ({failed} failed)" if failed else "",
+                running,
+            )
+        if not running and not queued:
+            # an experiment no longer listed at all was removed (`dvc queue remove`): sure
+            # of it only when the next poll says so too
+            if succeeded + failed == len(names) or missing_before:
+                return
+            missing_before = True
+        elif queued and not status.workers and time.monotonic() - started > 3 * POLL_S:
+            # the workers' idle timeout ended them before they took these: start them again
+            _dvc(["queue", "start", "-j", str(parallel)], root, "restarting queue workers")
+            started = time.monotonic()
+        time.sleep(POLL_S)
+
+
+def stop_search(names: Sequence[str], root: Path) -> None:
+    """Stop what is left of a search: remove its queued experiments, kill its running ones
+    (gracefully, then by force), then say in one line what was stopped and what finished."""
+    removed: list[str] = []
+    killed: list[str] = []
+    with _shielded("stopping this search's experiments"):
+        try:
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while True:
+                status = queue_status(root)
+                queued, running = status.named("Queued", names), status.named("Running", names)
+                if not queued and not running:
+                    break
+                if time.monotonic() > deadline:
+                    raise ItsacatError(
+                        f"{', '.join(queued + running)} still in the queue after "
+                        f"{STOP_TIMEOUT_S:.0f} s"
+                    )
+                # each can start or end between the status and these: the next round sees
+                with contextlib.suppress(ItsacatError):
+                    if queued:  # first, so that no worker a kill frees takes one of them
+                        _dvc(["queue", "remove", *queued], root, "dvc queue remove")
+                        removed += [n for n in queued if n not in removed]
+                with contextlib.suppress(ItsacatError):
+                    if running:
+                        force = ["-f"] if any(n in killed for n in running) else []
+                        _dvc(["queue", "kill", *force, *running], root, "dvc queue kill")
+                        killed += [n for n in running if n not in killed]
+                        time.sleep(1.0)  # a graceful kill takes a moment
+        except ItsacatError as exc:
+            log.warning(
+                "tune: could not stop this search's experiments (%s); see `dvc queue status`",
+                exc,
+            )
+            return
+    # a killed experiment is Failed too
+    finished = [n for n in status.named("Success", names) if n not in killed]
+    finished += [f"{n} (failed)" for n in status.named("Failed", names) if n not in killed]
+    stopped = [f"killed {len(killed)} running ({', '.join(killed)})"] if killed else []
+    stopped += [f"removed {len(removed)} queued ({', '.join(removed)})"] if removed else []
+    log.warning(
+        "tune: stopped the search: %s; finished before: %s",
+        "; ".join(stopped) or "nothing was left to stop",
+        f"{', '.join(finished)} (see `dvc exp show`)" if finished else "none",
+    )
+
+
+def tune_local(params: Params, root: Path, sets: Mapping[str, str]) -> list[Row]:
     """Queue one DVC experiment per point, run them all, read back their metrics."""
     tune = params.tune
     pts = points(tune)
     check_objective(params, sets, pts)
+    check_points(params, sets, pts)
+    refuse_busy_queue(queue_status(root))
     stamp = time.strftime("%m%d-%H%M%S")
-    names: list[tuple[str, dict[str, str]]] = []
-    for i, point in enumerate(pts):
-        name = f"tune-{stamp}-{i}"
-        flags = [a for k, v in {**sets, **point}.items() for a in ("-S", f"{k}={v}")]
-        run(
-            ["exp", "run", "--queue", "--name", name, *flags],
-            root,
-            f"queueing experiment {name}",
-        )
-        names.append((name, point))
-    log.info("queued %d experiments; running %d at a time", len(names), tune.parallel)
+    names = [f"tune-{stamp}-{i}" for i in range(len(pts))]
     try:
-        run(["exp", "run", "--run-all", "-j", str(tune.parallel)], root, "running the queue")
-    except ItsacatError as exc:
-        log.warning("%s; ranking the experiments that finished", exc)
-    found = experiments_from_show(json.loads(run(["exp", "show", "--json"], root, "dvc exp show")))
+        for i, (name, point) in enumerate(zip(names, pts, strict=True)):
+            flags = [a for k, v in {**sets, **point}.items() for a in ("-S", f"{k}={v}")]
+            _dvc(["exp", "run", "--queue", "--name", name, *flags], root, f"queueing {name}")
+            log.info("tune: queued %s (%d of %d): %s", name, i + 1, len(pts), _point_text(point))
+        log.info("tune: running %d experiments, %d at a time", len(names), tune.parallel)
+        run_queue(names, root, tune.parallel)
+    except BaseException:  # Ctrl-C or an error: leave nothing of this search running
+        stop_search(names, root)
+        raise
+    found = experiments_from_show(json.loads(_dvc(["exp", "show", "--json"], root, "dvc exp show")))
     rows = []
-    for name, point in names:
-        metrics = found.get(name)
-        if metrics is None:
-            rows.append(Row(name, point, None, {}, status="failed"))
+    for name, point in zip(names, pts, strict=True):
+        exp = found.get(name)
+        if exp is None or exp.state != "success":
+            rows.append(Row(name, point, None, {}, status=exp.state if exp else "missing"))
             continue
-        rows.append(Row(name, point, metrics.get(tune.objective), metrics))
-    if all(r.objective is None for r in rows):
-        raise ItsacatError(
-            f"no experiment reported {tune.objective}; see `dvc queue status` and "
-            f"`dvc queue logs NAME`"
+        value = exp.metrics.get(tune.objective)
+        status = "done" if value is not None else f"no {tune.objective}"
+        rows.append(Row(name, point, value, exp.metrics, status=status))
+    failed = [r for r in rows if r.objective is None]
+    if failed:
+        log.warning(
+            "tune: %d of %d experiments have no %s: %s; see why with `dvc queue logs %s`",
+            len(failed),
+            len(rows),
+            tune.objective,
+            ", ".join(f"{r.name} ({r.status})" for r in failed),
+            failed[0].name,
         )
     return rows
 
@@ -345,6 +579,7 @@ def tune_sagemaker(
 
     region = params.aws.region
     check_objective(params, {}, points(params.tune))
+    check_points(params, {}, points(params.tune))
     bucket = resolve_bucket(params.aws, root)
     s3 = s3 if s3 is not None else client("s3", region)
     sagemaker = sagemaker if sagemaker is not None else client("sagemaker", region)
@@ -431,18 +666,16 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     sets = _parse_sets(args.set or [])
     if sets:  # validate the overrides through the same dataclasses
-        params = params_from_hyperparameters(sets, base=params)
-        params.check("--set")
+        params = params_from_hyperparameters(sets, base=params, source="--set")
     tune = params.tune
     if args.backend:
         params = replace(params, tune=replace(tune, backend=args.backend))
     root = Path(args.params).resolve().parent
-    if params.tune.backend == "local":
+    local = params.tune.backend == "local"
+    if local:
         rows = tune_local(params, root, sets)
-        hint = "take the best into the workspace with `dvc exp apply NAME`"
     else:
         rows = tune_sagemaker(params, prepared=root / "prepared", root=root)
-        hint = "set the best values in params.yaml and run `dvc repro`"
     print(markdown(rows, params.tune.objective, params.tune.goal))
     ranked = rank(rows, params.tune.goal)
     if not ranked or ranked[0].objective is None:  # failed points rank last
@@ -452,7 +685,11 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             "tune again"
         )
     best = ranked[0]
-    print(f"\nbest: {best.name} ({params.tune.objective} = {best.objective}); {hint}")
+    if local:
+        hint = f"take it into the workspace with `dvc exp apply {best.name}`"
+    else:
+        hint = f"set {_point_text(best.values)} in params.yaml and run `dvc repro`"
+    print(f"\nbest: {best.name} ({params.tune.objective} = {best.objective:.4g}); {hint}")
     return 0
 
 

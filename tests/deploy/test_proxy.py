@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,3 +137,59 @@ def test_a_dead_backend_is_a_502_not_a_hang(proxy):
     control(sock, {"op": "switch", "port": free_port(), "version": "gone"})
     status, body = post(port)
     assert status == 502 and "did not answer" in body["error"]
+
+
+def _read_answer(stream: Any) -> tuple[bytes, bytes]:
+    """One HTTP answer from a socket's binary file: its first line and its body (by
+    Content-Length; none for an interim 1xx answer)."""
+    first = stream.readline().rstrip(b"\r\n")
+    length = 0
+    while (line := stream.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return first, stream.read(length)
+
+
+def test_expect_100_continue_gets_the_go_ahead_and_one_final_answer(proxy):
+    """curl sends `Expect: 100-continue` for bodies over 1 MB (the README's full-size photo):
+    the proxy passed the backend's own 100 Continue back as THE answer, and curl hung for
+    two minutes, then got an empty reply."""
+    port, sock = proxy
+    backend = start_backend("a", "length")
+    control(sock, {"op": "switch", "port": backend.server_port, "version": "A"})
+    body = b"x" * 1_500_000
+    head = (
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+        b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(head)  # and wait for the go-ahead, as curl does (for a second)
+        client.settimeout(0.5)
+        assert client.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        client.settimeout(10)
+        client.sendall(body)
+        stream = client.makefile("rb")
+        first, answer = _read_answer(stream)
+        assert first.startswith(b"HTTP/1.1 200 ")
+        assert json.loads(answer) == {"backend": "a", "echo": len(body), "path": "/invocations"}
+        client.sendall(head + body)  # the same again without waiting, on the same connection
+        assert _read_answer(stream) == (b"HTTP/1.1 100 Continue", b"")  # the interim one
+        first, answer = _read_answer(stream)
+        assert first.startswith(b"HTTP/1.1 200 ") and json.loads(answer)["echo"] == len(body)
+    backend.shutdown()
+
+
+def test_a_body_over_the_limit_gets_413_not_the_go_ahead(proxy):
+    port, sock = proxy
+    backend = start_backend("a", "length")
+    control(sock, {"op": "switch", "port": backend.server_port, "version": "A"})
+    head = (
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 999999999999\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(head)
+        first, answer = _read_answer(client.makefile("rb"))
+    assert first.startswith(b"HTTP/1.1 413 ") and json.loads(answer)["status"] == 413
+    backend.shutdown()

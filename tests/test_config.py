@@ -232,22 +232,30 @@ def test_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "value"),
+    [("1e-05", 1e-05), ("1e-3", 0.001), ("2E-4", 0.0002), ("+1.5e-3", 0.0015), ("1.0e-3", 0.001)],
+)
+def test_exponents_read_as_numbers_as_dvc_writes_them(
+    tmp_path: Path, text: str, value: float
+) -> None:
+    """`dvc exp run -S train.learning_rate=1e-5` writes `learning_rate: 1e-05`, which
+    YAML 1.1 (PyYAML) reads as text: no learning rate under 1e-4 could be tried that way,
+    and the fix the error gave could not be typed into -S."""
+    params = load_params(_yaml_file(tmp_path, f"train:\n  learning_rate: {text}\n"))
+    assert params.train.learning_rate == value
+
+
+@pytest.mark.parametrize(
     ("text", "fragment"),
     [
         (
-            "train:\n  learning_rate: 1e-3\n",
+            "train:\n  learning_rate: '1e-3'\n",
             "train.learning_rate must be a number, got the string '1e-3' "
-            "(YAML reads 1e-3 as text; write 1.0e-3 or 0.001)",
-        ),
-        (
-            "train:\n  epsilon: 1e-8\n",
-            "train.epsilon must be a number, got the string '1e-8' "
-            "(YAML reads 1e-8 as text; write 1.0e-8)",
+            "(quoted, so YAML reads it as text; write 1.0e-3 or 0.001)",
         ),
         (
             "train:\n  epochs: 1e3\n",
-            "train.epochs must be a whole number, got the string '1e3' "
-            "(YAML reads 1e3 as text; write 1000)",
+            "train.epochs must be a whole number: write 1000, got 1000.0",
         ),
         ("train:\n  l2: '0.5'\n", "train.l2 must be a number, got the string '0.5' (quoted"),
     ],

@@ -168,13 +168,14 @@ def test_a_diverging_repro_keeps_the_last_model_metrics_and_pictures(project: Pa
 
 
 def test_experiment_with_set_param(project: Path) -> None:
+    """1e-5, which DVC writes into params.yaml as `1e-05` (text to YAML 1.1): it must train."""
     _run(
         project,
         "dvc",
         "exp",
         "run",
         "-S",
-        "train.learning_rate=0.01",
+        "train.learning_rate=1e-5",
         "-S",
         "train.epochs=60",
         "-n",
@@ -182,7 +183,7 @@ def test_experiment_with_set_param(project: Path) -> None:
     )
     shown = json.loads(_run(project, "dvc", "exp", "show", "--json").stdout)
     text = json.dumps(shown)
-    assert "quick-lr" in text and "0.01" in text
+    assert "quick-lr" in text and "1e-05" in text
 
 
 def test_plots_show_renders(project: Path) -> None:

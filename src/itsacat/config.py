@@ -666,11 +666,11 @@ def _fail_number(key: str, value: Any, allowed: str, source: str) -> typing.NoRe
             sign, units, decimals, exp_sign, exp = exponent.groups()
             spellings.insert(0, f"{sign}{units}.{decimals or '0'}e{exp_sign or '+'}{exp}")
         number_type = int if whole else float
-        spellings = [s for s in dict.fromkeys(spellings) if type(yaml.safe_load(s)) is number_type]
+        spellings = [s for s in dict.fromkeys(spellings) if type(_yaml_value(s)) is number_type]
         if spellings:
             why = (
                 "quoted, so YAML reads it as text"
-                if isinstance(yaml.safe_load(value), (int, float))
+                if isinstance(_yaml_value(value), (int, float))
                 else f"YAML reads {value.strip()} as text"
             )
             raise ConfigError(
@@ -713,6 +713,8 @@ def _convert(key: str, value: Any, hint: Any, source: str) -> Any:
             _fail(key, value, "true or false", source)
         return value
     if hint is int:
+        if isinstance(value, float) and value.is_integer():  # 1e3, 1000.0
+            _fail(key, value, f"a whole number: write {int(value)}", source)
         if isinstance(value, bool) or not isinstance(value, int):
             _fail_number(key, value, "a whole number", source)
         return value
@@ -790,7 +792,11 @@ class _DuplicateKeyError(yaml.constructor.ConstructorError):
 class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key given twice in one mapping, where PyYAML silently keeps
     the last (a second `train:` section would drop the first). Merge keys (`<<`) may still
-    be overridden: only the keys written in the mapping itself are compared."""
+    be overridden: only the keys written in the mapping itself are compared.
+
+    It also reads 1e-5 as the number YAML 1.2 says it is, as DVC does (`dvc exp run -S
+    train.learning_rate=1e-5` writes `1e-05` into params.yaml): YAML 1.1 wants a dot and a
+    signed exponent, and PyYAML alone reads it as text."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         first: dict[Any, yaml.Node] = {}
@@ -811,6 +817,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     key_node.start_mark,
                 )
         return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml_value(text: str) -> Any:
+    """`text` read as params.yaml's values are."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 import sysconfig
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from itsacat.cli import main as cli_main
 from itsacat.predict import Predictor
 from itsacat.serve.package import build_model_tarball
 from itsacat.serve.sagemaker import Failure, input_fn, output_fn, predict_fn
@@ -134,3 +136,57 @@ def test_input_fn_never_raises_for_a_bad_body() -> None:
     body, ctype = output_fn(failure, "application/json")
     assert ctype == "application/json"
     assert json.loads(body) == {"error": failure.message, "status": 400}
+
+
+def package(model_dir: Path, out: Path) -> int:
+    return cli_main(
+        ["package", "--kind", "sagemaker", "--model-dir", str(model_dir), "--out", str(out)]
+    )
+
+
+def test_package_under_a_file_says_the_file_is_not_a_folder(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("a file, not a folder\n")
+    assert package(tiny_model_dir, readme / "x.tar.gz") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("itsacat: error: "), err
+    assert f"cannot write {readme / 'x.tar.gz'}: {readme} is a file, not a folder" in err
+    assert "File exists" not in err
+    assert readme.read_text() == "a file, not a folder\n"
+
+
+def test_package_into_a_folder_that_takes_no_files_names_the_out_path(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc, where no file can be created")
+    assert package(tiny_model_dir, Path("/proc/x.tar.gz")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("itsacat: error: "), err
+    assert "cannot write /proc/x.tar.gz: cannot create a file in /proc (" in err, err
+    assert ".tmp" not in err and "cannot read" not in err, err
+
+
+def test_package_out_naming_a_folder_asks_for_a_file(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert package(tiny_model_dir, tmp_path) == 1
+    err = capsys.readouterr().err
+    assert err == f"itsacat: error: --out {tmp_path} is a folder; name the archive file to write\n"
+    assert [p.name for p in tmp_path.iterdir()] == [], "a temporary file was left behind"
+
+
+def test_package_never_replaces_a_device_or_pipe(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert package(tiny_model_dir, fifo) == 1
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"itsacat: error: --out {fifo} is not a regular file; name the archive file to write\n"
+    )
+    assert fifo.is_fifo(), "the pipe was replaced by the archive"

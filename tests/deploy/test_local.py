@@ -221,6 +221,12 @@ def test_cli_deploy_status_stop(params, model_a, tmp_path, capsys):
     assert cli_main(["endpoint", "status", *args]) == 0
     out = capsys.readouterr().out
     assert version_of(model_a) in out and f":{params.deploy.local.port}" in out
+    active = json.loads((Path(params.deploy.local.state_dir) / "state.json").read_text())["active"]
+    backend = ", ".join(f"{k} {v}" for k, v in active.items())  # pid, port, version, …
+    assert f"backend: {backend}\n" in out and f"version {active['version']}" in backend, out
+    assert "{" not in out, "a raw dict was printed"
+    assert cli_main(["endpoint", "status", "--json", *args]) == 0
+    assert json.loads(capsys.readouterr().out)["backend"] == active
     assert cli_main(["endpoint", "stop", *args]) == 0
     assert "stopped" in capsys.readouterr().out
     assert cli_main(["endpoint", "status", *args]) == 0
@@ -405,6 +411,27 @@ def test_a_port_in_use_is_one_error_line(params, model_a, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("itsacat: error:") == 1, err
     assert str(local.port) in err
+
+
+def test_a_port_in_use_shows_only_this_start_in_the_error(params, model_a, tmp_path, capsys):
+    port = params.deploy.local.port
+    logs = Path(params.deploy.local.state_dir) / "logs"
+    logs.mkdir(parents=True)
+    stale = [
+        "2026-11-26 09:55:00,364 __main__ switched to Backend(port=53791, version='stale1')",
+        "2026-11-26 09:55:01,000 __main__ proxy on http://127.0.0.1:1, control stale2",
+        "itsacat: error: stale3 from an earlier run",
+    ]
+    (logs / "proxy.log").write_text("\n".join(stale) + "\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        args = ["--model-dir", str(model_a), "--params", str(cli_params(params, tmp_path))]
+        assert cli_main(["deploy", *args]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("itsacat: error: "), err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "deploy.local.port" in err, err
+    assert not re.search("stale|Backend|__main__", err), err
 
 
 def test_a_model_copy_interrupted_halfway_leaves_no_temporary_folder(params, model_a, monkeypatch):

@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,8 @@ def _cmd_endpoint(args: argparse.Namespace) -> int:
         print(f"{target}: nothing deployed")
     else:
         for key, value in found.items():
+            if isinstance(value, Mapping):  # a record (the local backend): its fields, read
+                value = ", ".join(f"{k} {v}" for k, v in value.items() if v is not None)
             print(f"{key}: {value}")
     return 0
 

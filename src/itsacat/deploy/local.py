@@ -222,13 +222,27 @@ def _proxy_status(folder: Path) -> dict[str, Any] | None:
     return answer if answer.get("ok") else None
 
 
-def _log_tail(path: Path, lines: int = 3) -> str:
-    """The last lines of a child's log, on one line, without the child's own "itsacat:
-    error:" prefix (the message that quotes them gets that prefix once, when printed)."""
+def _log_size(path: Path) -> int:
+    """Where the next child appending to `path` starts writing (0 for no log yet)."""
     try:
-        tail = path.read_text(errors="replace").strip().splitlines()[-lines:]
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _log_tail(path: Path, since: int = 0, lines: int = 3) -> str:
+    """The last lines a child wrote to its log from byte `since` on (what _log_size said
+    before it started: the log is appended to, and an earlier run's lines are no cause of
+    this failure), on one line, without the child's own "itsacat: error:" prefix (the
+    message that quotes them gets that prefix once, when printed)."""
+    try:
+        with open(path, "rb") as f:
+            if since <= os.fstat(f.fileno()).st_size:  # else truncated since: all of it is new
+                f.seek(since)
+            text = f.read().decode(errors="replace")
     except OSError:
         return ""
+    tail = text.strip().splitlines()[-lines:]
     return " | ".join(t.strip().removeprefix("itsacat: error: ") for t in tail)
 
 
@@ -263,6 +277,7 @@ def _ensure_proxy(folder: Path, lp: LocalDeployParams, state: dict[str, Any]) ->
             f"deploy.local.state_dir {folder} is too long a path for a Unix socket; "
             "choose a shorter one"
         )
+    since = _log_size(log_path)
     proc = _spawn(cmd, log_path)
     deadline = time.monotonic() + 15
     try:
@@ -272,7 +287,7 @@ def _ensure_proxy(folder: Path, lp: LocalDeployParams, state: dict[str, Any]) ->
                 raise DeployError(
                     _port_holder(folder, lp.port)
                     or "the local endpoint's proxy did not start: "
-                    f"{_log_tail(log_path) or 'no output'}"
+                    f"{_log_tail(log_path, since) or 'no output'}"
                 )
             time.sleep(0.05)
     except KeyboardInterrupt:  # not yet in state.json: it would hold the port, unstoppable
@@ -384,13 +399,14 @@ def _start_backend(
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
     if lp.workers:
         cmd += ["--workers", str(lp.workers)]
+    since = _log_size(log_path)
     proc = _spawn(cmd, log_path)
     try:
         ServerProcess(proc, "127.0.0.1", port, log_path).wait_ready(lp.start_timeout_s)
     except ItsacatError as exc:
         stop_pid(proc.pid, 5)
         raise DeployError(
-            f"the new model's server did not start ({exc}): {_log_tail(log_path)}"
+            f"the new model's server did not start ({exc}): {_log_tail(log_path, since)}"
         ) from None
     except KeyboardInterrupt:  # not yet in state.json: `endpoint stop` would never find it
         with _finishing(f"stopping the new model's server (pid {proc.pid})"):

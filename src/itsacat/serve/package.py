@@ -31,6 +31,7 @@ import io
 import json
 import logging
 import marshal
+import os
 import platform
 import sys
 import tarfile
@@ -69,6 +70,7 @@ Member = tuple[str, bytes]  # (path in the archive, content)
 
 def build_model_tarball(model_dir: Path, out: Path) -> Path:
     """model.tar.gz for SageMaker's sklearn container; returns `out`."""
+    _refuse_out(Path(out))
     members = [*_model_members(Path(model_dir), ""), *_code_members("code/")]
     members += [
         ("code/inference.py", INFERENCE_PY.encode()),
@@ -94,6 +96,7 @@ def build_lambda_zip(model_dir: Path, out: Path, site_packages: Path | None = No
     Raises `ItsacatError` when it would exceed Lambda's 50 MB zipped / 250 MB unzipped.
     """
     model_dir = Path(model_dir)
+    _refuse_out(Path(out))
     version = load_model(model_dir).version
     vendored, tags = [], []
     versions = {}
@@ -147,10 +150,41 @@ def read_lambda_manifest(zip_path: Path) -> dict[str, object]:
     return manifest
 
 
+def _refuse_out(out: Path) -> None:
+    """Refuse, before any work, an `out` that is a folder, lies under a file, or is a
+    device or pipe (the atomic rename would replace it with the archive)."""
+    if out.is_dir():
+        raise ItsacatError(f"--out {out} is a folder; name the archive file to write")
+    if out.exists() and not out.is_file():
+        raise ItsacatError(f"--out {out} is not a regular file; name the archive file to write")
+    under = next((p for p in out.parents if p.exists()), None)
+    if under is not None and not under.is_dir():
+        raise ItsacatError(
+            f"cannot write {out}: {under} is a file, not a folder; choose another --out"
+        )
+
+
 def _write(out: Path, blob: bytes) -> Path:
-    atomic_write_bytes(out, blob)
+    try:
+        atomic_write_bytes(out, blob)
+    except OSError as exc:
+        raise ItsacatError(f"cannot write {out}: {_why_not_written(out, exc)}") from None
     log.info("wrote %s (%s bytes, sha256 %s)", out, f"{len(blob):,}", _sha256(blob)[:16])
     return out
+
+
+def _why_not_written(out: Path, exc: OSError) -> str:
+    """Why the atomic write of `out` failed, naming what the user chose, never the
+    temporary file beside it (os_error_message would call a missing one unreadable)."""
+    reason = exc.strerror or str(exc)
+    if not isinstance(exc.filename, str | bytes | os.PathLike) or exc.filename2 is not None:
+        return reason  # a write, an fsync or the final rename: the OS's reason is the story
+    failed = Path(os.fsdecode(exc.filename))
+    if failed in out.parents:
+        return f"cannot create the folder {failed} ({reason})"
+    if failed.parent == out.parent and failed != out:
+        return f"cannot create a file in {out.parent} ({reason})"
+    return reason
 
 
 def _sha256(blob: bytes) -> str:

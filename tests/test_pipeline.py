@@ -133,17 +133,21 @@ def _saved(project: Path, *names: str) -> dict[str, bytes]:
 KEPT = ("model", "insight", "eval", "metrics.json")  # what a failed run must leave as it was
 
 
-def test_bad_param_fails_before_any_work(project: Path) -> None:
+@pytest.mark.parametrize(
+    ("key", "typo"), [("optimizer:", "train.optmizer"), ("val_fraction:", "prepare.val_fractoin")]
+)
+def test_bad_param_fails_before_any_work(project: Path, key: str, typo: str) -> None:
     params_path = project / "params.yaml"
     original = params_path.read_text()
-    before = _saved(project, *KEPT, "dvclive")
-    params_path.write_text(original.replace("optimizer:", "optmizer:"))
+    before = _saved(project, *KEPT, "dvclive", "prepared")
+    params_path.write_text(original.replace(key, typo.split(".")[1] + ":", 1))
     try:
         proc = _run(project, "dvc", "repro", check=False)
         assert proc.returncode != 0
-        assert "unknown key train.optmizer" in proc.stdout + proc.stderr
+        assert f"unknown key {typo}" in proc.stdout + proc.stderr
         assert "Traceback" not in proc.stdout + proc.stderr
-        assert _saved(project, *KEPT, "dvclive") == before  # DVC deleted none of it either
+        # DVC deleted none of it either (dvc.yaml: persist)
+        assert _saved(project, *KEPT, "dvclive", "prepared") == before
     finally:
         params_path.write_text(original)
 

@@ -24,9 +24,23 @@ import yaml
 from itsacat.config import load_params, params_from_dict, params_to_dict
 from itsacat.data import load_h5, network_xy, split_and_fit
 from itsacat.network import init_network, layer_sizes
+from itsacat.stages._common import run_stage
 from itsacat.training import fit, loss_and_accuracy
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_set(ap: argparse.ArgumentParser, item: str) -> tuple[str, str, object]:
+    """`-S section.key=value` → (section, key, the value read as YAML), as `dvc exp run -S`
+    reads it; a malformed one is refused as argparse refuses a bad argument."""
+    key, eq, text = item.partition("=")
+    section, dot, name = key.partition(".")
+    if not (eq and dot and section and name):
+        ap.error(f"-S takes section.key=value (e.g. -S train.learning_rate=0.01), got {item!r}")
+    try:
+        return section, name, yaml.safe_load(text)
+    except yaml.YAMLError:
+        ap.error(f"-S {item}: {text!r} is not a YAML value (quote it, or fix it)")
 
 
 def main() -> None:
@@ -38,13 +52,17 @@ def main() -> None:
     ap.add_argument("-S", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/datasets/catvnoncat")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    if args.seeds < 1:
+        ap.error(f"--seeds must be at least 1, got {args.seeds}")
+    if args.start < 0:
+        ap.error(f"--start must be 0 or more (seeds are non-negative), got {args.start}")
+    sets = [parse_set(ap, item) for item in args.sets]
+    logging.getLogger().setLevel(logging.WARNING)  # run_stage logs INFO; fit's lines are noise
 
     raw = params_to_dict(load_params(ROOT / "params.yaml"))
-    for item in args.sets:
-        key, value = item.split("=", 1)
-        section, name = key.split(".", 1)
-        raw[section][name] = yaml.safe_load(value)
+    for section, name, value in sets:
+        # an unknown section is named by params_from_dict, as an unknown key is
+        raw.setdefault(section, {})[name] = value
     if args.val is not None:
         raw["prepare"]["val_fraction"] = args.val
     params = params_from_dict(raw, "command line")
@@ -75,6 +93,7 @@ def main() -> None:
         params.prepare.val_fraction,
         "threshold",
         threshold,
+        flush=True,  # seen at once when piped (`| tee`), before the long training
     )
     acc: dict[str, list[float]] = {"train": [], "val": [], "test": []}
     started = time.perf_counter()
@@ -100,7 +119,11 @@ def main() -> None:
         if Xv is not None:
             acc["val"].append(loss_and_accuracy(result.network, Xv, Yv, threshold=threshold)[1])
         if args.per_seed:
-            print(f"seed {seed}", " ".join(f"{k} {v[-1]:.4f}" for k, v in acc.items() if v))
+            print(
+                f"seed {seed}",
+                " ".join(f"{k} {v[-1]:.4f}" for k, v in acc.items() if v),
+                flush=True,
+            )
     for split, values in acc.items():
         if values:
             v = np.array(values)
@@ -112,4 +135,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_stage(main))  # a mistake or Ctrl-C: one line, as the CLI's

@@ -31,6 +31,7 @@ from itsacat.config import load_params, params_from_dict, params_to_dict
 from itsacat.data import load_h5, network_xy, preprocess, training_set
 from itsacat.metrics import classification_metrics
 from itsacat.network import init_network, layer_sizes, predict_proba
+from itsacat.stages._common import run_stage
 from itsacat.training import fit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -242,14 +243,34 @@ def main() -> None:
     )
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/datasets/catvnoncat")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    train_all = load_h5(args.data / "train_catvnoncat.h5", "train")
+    if args.folds < 2:
+        ap.error(f"--folds must be at least 2 (each is held out in turn), got {args.folds}")
+    if args.seeds < 1:
+        ap.error(f"--seeds must be at least 1, got {args.seeds}")
+    if args.seed_start < 0:
+        ap.error(f"--seed-start must be 0 or more (seeds are non-negative), got {args.seed_start}")
+    chosen = {
+        name: overrides
+        for name, overrides in CANDIDATES.items()
+        if ((name == args.only) if args.exact else (args.only in name))
+    }
+    if not chosen:
+        ap.error(
+            f"--only {args.only!r} matches no candidate{' exactly' if args.exact else ''}; "
+            "the names are the keys of CANDIDATES in bench/select_defaults.py"
+        )
+    logging.getLogger().setLevel(logging.WARNING)  # run_stage logs INFO; fit's lines are noise
     base = params_to_dict(load_params(ROOT / "params.yaml"))
+    train_all = load_h5(args.data / "train_catvnoncat.h5", "train")
     splits = folds(train_all.labels, args.folds, np.random.default_rng(0))
+    fits = len(chosen) * args.folds * args.seeds
+    print(
+        f"{len(chosen)} candidate{'s' if len(chosen) != 1 else ''} × {args.folds} folds × "
+        f"{args.seeds} seed{'s' if args.seeds != 1 else ''} = {fits} fits",
+        flush=True,
+    )
     rows = []
-    for name, overrides in CANDIDATES.items():
-        if (name != args.only) if args.exact else (args.only not in name):
-            continue
+    for name, overrides in chosen.items():
         raw = yaml.safe_load(yaml.safe_dump(base))
         for key, value in overrides.items():
             section, field = key.split(".", 1)
@@ -322,4 +343,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_stage(main))  # a mistake or Ctrl-C: one line, as the CLI's

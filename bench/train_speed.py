@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import itertools
 import logging
 import os
@@ -66,11 +67,16 @@ import numpy as np
 from itsacat.config import TrainParams, load_params
 from itsacat.copies import Copies, find_copies
 from itsacat.data import load_h5, preprocess, training_set
+from itsacat.errors import ItsacatError
 from itsacat.network import init_network, layer_sizes
+from itsacat.stages._common import run_stage
 from itsacat.training import fit
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# what this script imports from pyproject.toml's `bench` extra → the package that brings it
+# (threadpoolctl first: scikit-learn imports it too, and would be blamed for its absence)
+BENCH_EXTRA = {"threadpoolctl": "threadpoolctl", "sklearn.neural_network": "scikit-learn"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,6 +393,23 @@ def gpu_section(work: Work, repeat: int, cpu_best: dict[str, float]) -> None:
                 print(f"  {slow} / {fast}: {best[slow] / best[fast]:.2f}×")
 
 
+def require_bench_extra(args: argparse.Namespace) -> None:
+    """Import the `bench` extra's packages this run uses before any work or output, so a
+    missing one is one line that names it, not a traceback after the header."""
+    modules = {} if args.gpu_only else dict(BENCH_EXTRA)  # --gpu-only: CuPy and PyTorch alone
+    if args.threads:
+        modules["threadpoolctl"] = BENCH_EXTRA["threadpoolctl"]
+    for module, package in modules.items():
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            absent = isinstance(exc, ModuleNotFoundError) and exc.name == module.split(".")[0]
+            problem = "is not installed" if absent else f"cannot be imported ({exc})"
+            raise ItsacatError(
+                f"{package} {problem}: run `make bench`, or pip install -e '.[bench]'"
+            ) from None
+
+
 def load_work(args: argparse.Namespace) -> Work:
     params = load_params(ROOT / "params.yaml")
     pp = params.prepare
@@ -439,9 +462,12 @@ def main() -> None:
     ap.add_argument("--timings-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("-v", "--verbose", action="store_true", help="log every run")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    if args.repeat < 1:
+        ap.error(f"--repeat must be at least 1, got {args.repeat}")
+    logging.getLogger().setLevel(logging.INFO if args.verbose else logging.WARNING)
     logging.getLogger("itsacat").setLevel(logging.WARNING)
 
+    require_bench_extra(args)
     work = load_work(args)
     if args.threads:
         from threadpoolctl import threadpool_limits
@@ -523,4 +549,4 @@ def _self_rss() -> float:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_stage(main))  # a mistake or Ctrl-C: one line, as the CLI's

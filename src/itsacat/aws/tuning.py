@@ -30,14 +30,12 @@ import logging
 import math
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import typing
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +48,7 @@ from itsacat.config import (
     load_params,
 )
 from itsacat.errors import ConfigError, ItsacatError
+from itsacat.interrupts import finishing
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +296,7 @@ def _dvc(args: Sequence[str], root: Path, what: str) -> str:
         try:
             returncode = proc.wait()
         except BaseException:
-            with _shielded(f"waiting for `dvc {' '.join(args[:2])}` to end"):
+            with finishing(f"waiting for `dvc {' '.join(args[:2])}` to end", log):
                 try:
                     proc.wait(timeout=STOP_TIMEOUT_S)
                 except subprocess.TimeoutExpired:
@@ -311,27 +310,6 @@ def _dvc(args: Sequence[str], root: Path, what: str) -> str:
         tail = (stderr or stdout).strip().splitlines()[-3:]
         raise ItsacatError(f"{what} failed: {' / '.join(tail)} (`{' '.join(cmd[1:])}` in {root})")
     return stdout
-
-
-@contextlib.contextmanager
-def _shielded(what: str) -> Iterator[None]:
-    """Let a cleanup run to its end if Ctrl-C comes again: SIGINT only logs meanwhile (the
-    cleanup is bounded). Python runs signal handlers in the main thread only, so elsewhere
-    there is nothing to hold back."""
-    if threading.current_thread() is not threading.main_thread() or (
-        signal.getsignal(signal.SIGINT) is None  # a handler not set from Python: leave it be
-    ):
-        yield
-        return
-
-    def again(signum: int, frame: Any) -> None:
-        log.warning("interrupted; still %s, one moment", what)
-
-    previous = signal.signal(signal.SIGINT, again)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def queue_status(root: Path) -> QueueStatus:
@@ -393,7 +371,7 @@ def stop_search(names: Sequence[str], root: Path) -> None:
     (gracefully, then by force), then say in one line what was stopped and what finished."""
     removed: list[str] = []
     killed: list[str] = []
-    with _shielded("stopping this search's experiments"):
+    with finishing("stopping this search's experiments", log):
         try:
             deadline = time.monotonic() + STOP_TIMEOUT_S
             while True:

@@ -38,7 +38,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -53,6 +52,7 @@ from itsacat.deploy.proxy import control
 from itsacat.deploy.smoke import Invoke, run_smoke, select_cases
 from itsacat.errors import ItsacatError
 from itsacat.fileio import atomic_write_text
+from itsacat.interrupts import finishing
 
 log = logging.getLogger(__name__)
 
@@ -179,33 +179,6 @@ def stop_pid(pid: int | None, timeout: float) -> None:
         time.sleep(0.05)
 
 
-@contextlib.contextmanager
-def _finishing(what: str) -> Iterator[None]:
-    """Let a cleanup after Ctrl-C run to its end if Ctrl-C comes again.
-
-    The cleanup stops a process that no state.json names: a second KeyboardInterrupt in the
-    middle of it would leave that process running where `endpoint stop` never finds it. So
-    SIGINT only logs while it runs (bounded: each wait in it times out after at most
-    deploy.local.drain_timeout_s and a few seconds), and the caller re-raises the first
-    interrupt after. Python runs signal handlers in the
-    main thread only, so elsewhere there is nothing to hold back.
-    """
-    if threading.current_thread() is not threading.main_thread() or (
-        signal.getsignal(signal.SIGINT) is None  # a handler not set from Python: leave it be
-    ):
-        yield
-        return
-
-    def again(signum: int, frame: Any) -> None:
-        log.warning("interrupted; still %s, one moment", what)
-
-    previous = signal.signal(signal.SIGINT, again)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def ping(port: int, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=timeout) as r:
@@ -291,7 +264,7 @@ def _ensure_proxy(folder: Path, lp: LocalDeployParams, state: dict[str, Any]) ->
                 )
             time.sleep(0.05)
     except KeyboardInterrupt:  # not yet in state.json: it would hold the port, unstoppable
-        with _finishing(f"stopping the proxy just started (pid {proc.pid})"):
+        with finishing(f"stopping the proxy just started (pid {proc.pid})", log):
             stop_pid(proc.pid, 2)
         raise
     log.info("started the proxy on http://%s:%d (pid %d)", lp.host, lp.port, proc.pid)
@@ -409,7 +382,7 @@ def _start_backend(
             f"the new model's server did not start ({exc}): {_log_tail(log_path, since)}"
         ) from None
     except KeyboardInterrupt:  # not yet in state.json: `endpoint stop` would never find it
-        with _finishing(f"stopping the new model's server (pid {proc.pid})"):
+        with finishing(f"stopping the new model's server (pid {proc.pid})", log):
             stop_pid(proc.pid, 5)
         raise
     return {
@@ -473,8 +446,8 @@ def _abandon(
     begun, the proxy goes back to `old` (or to no backend: a 503 says nothing is deployed,
     where a 502 would blame a server that was never meant to be there), and `new`, recorded
     nowhere, is stopped."""
-    with _finishing(
-        f"undoing the deploy of model {new['version']} (its server is pid {new['pid']})"
+    with finishing(
+        f"undoing the deploy of model {new['version']} (its server is pid {new['pid']})", log
     ):
         if switched:
             try:

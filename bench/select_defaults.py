@@ -29,6 +29,7 @@ import yaml
 
 from itsacat.config import load_params, params_from_dict, params_to_dict
 from itsacat.data import load_h5, network_xy, preprocess, training_set
+from itsacat.errors import ItsacatError
 from itsacat.metrics import classification_metrics
 from itsacat.network import init_network, layer_sizes, predict_proba
 from itsacat.stages._common import run_stage
@@ -262,6 +263,13 @@ def main() -> None:
     logging.getLogger().setLevel(logging.WARNING)  # run_stage logs INFO; fit's lines are noise
     base = params_to_dict(load_params(ROOT / "params.yaml"))
     train_all = load_h5(args.data / "train_catvnoncat.h5", "train")
+    counts = np.bincount(train_all.labels, minlength=2)
+    if args.folds > counts.min():  # a fold without one class scores NaN, silently
+        rarer = "cats" if counts[1] < counts[0] else "non-cats"
+        raise ItsacatError(
+            f"--folds {args.folds} is more than the {counts.min()} {rarer} among the training "
+            f"photos, so some folds would hold none; use --folds {counts.min()} or fewer"
+        )
     splits = folds(train_all.labels, args.folds, np.random.default_rng(0))
     fits = len(chosen) * args.folds * args.seeds
     print(

@@ -137,6 +137,14 @@ def test_select_defaults_bad_option(repo_root: Path, args: list[str], says: str)
     assert says in line, line
 
 
+def test_select_defaults_needs_both_classes_in_every_fold(repo_root: Path) -> None:
+    """More folds than cats left folds without one, and their scores NaN, without a word."""
+    proc = bench(repo_root, "select_defaults.py", "--folds", "80", "--only", SLOW_CANDIDATE)
+    line = one_error_line(proc)
+    assert "--folds 80 is more than the 72 cats among the training photos" in line, line
+    assert "use --folds 72 or fewer" in line
+
+
 def test_select_defaults_bad_params_is_one_line(
     repo_root: Path, tmp_path: Path, shared_dir: Path
 ) -> None:

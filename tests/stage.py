@@ -11,6 +11,18 @@ from typing import Any
 import yaml
 
 
+def saved_outputs(root: Path, *names: str) -> dict[str, bytes]:
+    """Every file of these outputs of `root` (folders or files), by path: what the last
+    good run left, to compare byte for byte after a run that must not touch them."""
+    out = {}
+    for name in names:
+        path = root / name
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        assert files and files[0].exists(), f"{name} is missing"
+        out |= {str(f.relative_to(root)): f.read_bytes() for f in files}
+    return out
+
+
 def run_stage(name: str, cwd: Path, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", f"itsacat.stages.{name}"],

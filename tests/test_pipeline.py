@@ -21,6 +21,7 @@ import yaml
 
 from itsacat.scratch import copy_worktree, init_scratch_repo
 from signals import signal_when
+from stage import saved_outputs
 
 pytestmark = pytest.mark.pipeline
 BIN = Path(sys.executable).parent
@@ -119,17 +120,6 @@ def test_evaluate_only_param_reruns_only_evaluate(project: Path) -> None:
         _run(project, "dvc", "repro")
 
 
-def _saved(project: Path, *names: str) -> dict[str, bytes]:
-    """Every file of these outputs (folders or files), by path: what a user has now."""
-    out = {}
-    for name in names:
-        path = project / name
-        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
-        assert files and files[0].exists(), f"{name} is missing"
-        out |= {str(f.relative_to(project)): f.read_bytes() for f in files}
-    return out
-
-
 KEPT = ("model", "insight", "eval", "metrics.json")  # what a failed run must leave as it was
 
 
@@ -139,7 +129,7 @@ KEPT = ("model", "insight", "eval", "metrics.json")  # what a failed run must le
 def test_bad_param_fails_before_any_work(project: Path, key: str, typo: str) -> None:
     params_path = project / "params.yaml"
     original = params_path.read_text()
-    before = _saved(project, *KEPT, "dvclive", "prepared")
+    before = saved_outputs(project, *KEPT, "dvclive", "prepared")
     params_path.write_text(original.replace(key, typo.split(".")[1] + ":", 1))
     try:
         proc = _run(project, "dvc", "repro", check=False)
@@ -147,7 +137,7 @@ def test_bad_param_fails_before_any_work(project: Path, key: str, typo: str) -> 
         assert f"unknown key {typo}" in proc.stdout + proc.stderr
         assert "Traceback" not in proc.stdout + proc.stderr
         # DVC deleted none of it either (dvc.yaml: persist)
-        assert _saved(project, *KEPT, "dvclive", "prepared") == before
+        assert saved_outputs(project, *KEPT, "dvclive", "prepared") == before
     finally:
         params_path.write_text(original)
 
@@ -157,7 +147,7 @@ def test_a_diverging_repro_keeps_the_last_model_metrics_and_pictures(project: Pa
     not delete the last one before running it: `itsacat predict` still works after."""
     params_path = project / "params.yaml"
     original = params_path.read_text()
-    before = _saved(project, *KEPT)
+    before = saved_outputs(project, *KEPT)
     params = yaml.safe_load(original)
     params["train"]["learning_rate"] = 1.0e9
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -165,7 +155,7 @@ def test_a_diverging_repro_keeps_the_last_model_metrics_and_pictures(project: Pa
         proc = _run(project, "dvc", "repro", check=False)
         assert proc.returncode != 0
         assert "training diverged" in proc.stdout + proc.stderr
-        assert _saved(project, *KEPT) == before
+        assert saved_outputs(project, *KEPT) == before
     finally:
         params_path.write_text(original)
         _run(project, "dvc", "repro")
@@ -256,7 +246,7 @@ def test_ctrl_c_during_dvc_repro_and_the_next_repro_ends_with_the_same_model(
     params_path.write_text((repo_root / "params.yaml").read_text())  # the defaults
     _run(project, "dvc", "repro")  # the uninterrupted model (the module's first repro's)
     first = json.loads((project / "model" / "model.json").read_text())["version"]
-    model = _saved(project, "model")
+    model = saved_outputs(project, "model")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     status, out = signal_when(
         ["dvc", "repro", "-f", "train"], "epoch 500: loss", signal.SIGINT, project, env, group=True
@@ -265,7 +255,7 @@ def test_ctrl_c_during_dvc_repro_and_the_next_repro_ends_with_the_same_model(
         assert status != 0, out
         assert "saved the training after epoch" in out, out
         assert (project / ".itsacat" / "checkpoints" / "train.npz").exists()
-        assert _saved(project, "model") == model  # not deleted by DVC before the run
+        assert saved_outputs(project, "model") == model  # not deleted by DVC before the run
         again = _run(project, "dvc", "repro", "-f", "train")
         log = again.stdout + again.stderr
         assert "resuming after epoch" in log, log

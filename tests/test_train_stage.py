@@ -18,8 +18,9 @@ import yaml
 from itsacat.artifacts import load_model
 from itsacat.data import load_preprocessing, load_split, network_xy
 from itsacat.network import predict_proba
-from stage import prepared_stage_dir, run_stage
+from stage import prepared_stage_dir, run_stage, saved_outputs
 
+OUTPUTS = ("model", "insight", "dvclive")  # every file the last good run wrote
 LOSSES = Path("dvclive") / "plots" / "metrics" / "train" / "loss.tsv"
 
 
@@ -65,16 +66,6 @@ def _with(src: Path, dst: Path, **train: object) -> Path:
     return dst
 
 
-def _saved(root: Path) -> dict[str, bytes]:
-    """Every file the last good run wrote: model/, insight/, dvclive/."""
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for d in ("model", "insight", "dvclive")
-        for p in sorted((root / d).rglob("*"))
-        if p.is_file()
-    }
-
-
 def _one_line_error(run: subprocess.CompletedProcess[str], *words: str) -> str:
     assert run.returncode == 1, run.stderr
     assert "Traceback" not in run.stderr and "Warning" not in run.stderr, run.stderr
@@ -100,24 +91,24 @@ def test_a_run_that_cannot_start_leaves_the_last_run_as_it_was(
     else:
         shutil.rmtree(root / "model")
         (root / "model").write_text("not a folder")
-    before = _saved(root)
+    before = saved_outputs(root, *OUTPUTS)
     assert (root / LOSSES).read_text().count("\n") > 1  # the good run's records are there
 
     run = _train(root)
 
     _one_line_error(run)
     assert "epoch 1:" not in run.stderr  # refused before any training
-    assert _saved(root) == before  # dvclive/ was not emptied, model/ untouched
+    assert saved_outputs(root, *OUTPUTS) == before  # dvclive/ was not emptied, model/ untouched
 
 
 def test_a_diverging_run_saves_no_model_and_says_why_in_one_line(
     trained_dir: Path, tmp_path: Path
 ) -> None:
     root = _with(trained_dir, tmp_path / "run", optimizer="gd", learning_rate=1.0e30)
-    model_before = {k: v for k, v in _saved(root).items() if k.startswith("model")}
+    model_before = saved_outputs(root, "model")
 
     run = _train(root)
 
     line = _one_line_error(run, "diverged", "train.learning_rate", "no model was saved")
     assert "nan" in line or "inf" in line
-    assert {k: v for k, v in _saved(root).items() if k.startswith("model")} == model_before
+    assert saved_outputs(root, "model") == model_before

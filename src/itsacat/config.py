@@ -867,7 +867,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
             f"(offset {exc.start}); save it as UTF-8"
         ) from None
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+        raw = _yaml_value(text)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(exc, text)}") from None
     return params_from_dict(raw, str(path))
